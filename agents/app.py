@@ -1,0 +1,89 @@
+"""Composition root of the worker: the Faust app, its topics, tables and agents."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from agents import executor, governor
+from lapverse_streams.config_view import ConfigView
+from lapverse_streams.events import topics
+from lapverse_streams.handlers.base import TaskHandler, load_handlers
+from lapverse_streams.observability.metrics import Metrics
+from lapverse_streams.settings import Settings
+
+
+@dataclass
+class Worker:
+    """Everything a worker process owns."""
+
+    app: faust.App
+    settings: Settings
+    config: ConfigView
+    metrics: Metrics
+    tables: dict[str, Any]
+
+
+def now_ms() -> int:
+    """Wall clock in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = None) -> Worker:
+    """Build the Faust app with the governor and executor agents."""
+    app = faust.App(
+        f"{settings.topic_prefix}{settings.app_id}",
+        broker=settings.broker_url,
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        # Tansu holds a join for the rebalance timeout; keep it short so restarts rejoin fast.
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=1.0,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    tables = {
+        name: app.Table(name, partitions=settings.topic_partitions)
+        for name in ("dedup", "ledger", "burn")
+    }
+    worker = Worker(app, settings, ConfigView(settings), Metrics(), tables)
+    inbound = app.topic(settings.topic(topics.TASKS), settings.topic(topics.TASK_RESULTS), **raw)
+    decisions = app.topic(settings.topic(topics.TASK_DECISIONS), **raw)
+    governor.register(worker, inbound, decisions, app.topic(settings.topic(topics.DLQ), **raw))
+    executor.register(
+        worker,
+        decisions,
+        app.topic(settings.topic(topics.TASK_RESULTS), **raw),
+        handlers if handlers is not None else load_handlers(),
+    )
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(worker.metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "ready": worker.config.ready})
+
+    @app.task
+    async def start_config_view() -> None:
+        await worker.config.start()
+
+    @app.service
+    class ConfigViewOwner(faust.Service):  # type: ignore[misc]
+        async def on_stop(self) -> None:
+            await worker.config.stop()
+
+    return worker

@@ -1,0 +1,89 @@
+"""Executor agent: runs accepted tasks through their handler plug-ins, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY
+from lapverse_streams.domain.retry import backoff_ms
+from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, header, parse_data
+from lapverse_streams.events.models import TaskDecision, TaskResult
+from lapverse_streams.handlers.base import TaskHandler
+
+if TYPE_CHECKING:
+    from agents.app import Worker
+
+log = logging.getLogger(__name__)
+SOURCE = "/lapverse/executor"
+
+
+def register(
+    worker: Worker, decisions: faust.TopicT, results: faust.TopicT, handlers: dict[str, TaskHandler]
+) -> None:
+    """Attach the executor agent to the app."""
+    from agents.app import now_ms
+
+    settings = worker.settings
+
+    async def execute(decision: TaskDecision, traceparent: str | None) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        request = decision.request
+        handler = handlers.get(request.type)
+        started = time.monotonic()
+        attempts, error, outcome = 0, None, None
+        while attempts < settings.retry_attempts + 1 and handler is not None:
+            attempts += 1
+            try:
+                outcome = await handler.run(request)
+                break
+            except Exception as exc:  # a handler may fail in any way; each failure is retried
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("task attempt failed", extra={"taskId": decision.task_id, "attempt": attempts})
+                if attempts <= settings.retry_attempts:
+                    await asyncio.sleep(backoff_ms(attempts, settings.retry_base_ms) / 1000)
+        if handler is None:
+            error = f"no handler for task type {request.type!r}"
+        duration = int((time.monotonic() - started) * 1000)
+        completed = outcome is not None
+        cost = decision.cost_estimate_micros
+        if outcome is not None and outcome.cost_micros is not None:
+            cost = outcome.cost_micros
+        result = TaskResult(
+            task_id=decision.task_id,
+            status="completed" if completed else "failed",
+            type=request.type,
+            cost_center=request.cost_center,
+            duration_ms=duration,
+            attempts=attempts,
+            cost_micros=cost if completed else 0,
+            result=outcome.result if outcome else None,
+            error=None if completed else error,
+            tags=decision.tags,
+            finished_at_ms=now_ms(),
+        )
+        short = "task.completed" if completed else "task.failed"
+        event = envelope(short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE)
+        headers = [("traceparent", traceparent.encode())] if traceparent else []
+        return request.tenant.encode(), encode(event), headers
+
+    @worker.app.agent(decisions, name="executor")
+    async def executor_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+            work = []
+            for e in events:
+                hdrs = list(e.message.headers or ())
+                if header(hdrs, REPLAYED) or header(hdrs, REPLY_ONLY):
+                    continue
+                try:
+                    event, short = decode(e.message.value)
+                    if short != "task.accepted":
+                        continue
+                    work.append(execute(parse_data(event, TaskDecision), header(hdrs, "traceparent")))
+                except PoisonMessage as exc:
+                    log.error("undecodable decision skipped", extra={"reason": exc.reason})
+            for key, value, hdrs in await asyncio.gather(*work):
+                await results.send(key=key, value=value, headers=hdrs)

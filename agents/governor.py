@@ -1,0 +1,81 @@
+"""Governor agent: admission, ledger and burn for the tenants of its partitions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from lapverse_streams.domain.admission import Policy
+from lapverse_streams.domain.governor import Governor, Inbound, Observation
+from lapverse_streams.events import topics
+
+if TYPE_CHECKING:
+    from agents.app import Worker
+
+
+def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq: faust.TopicT) -> None:
+    """Attach the governor agent to the app."""
+    from agents.app import now_ms
+
+    settings = worker.settings
+    tables = worker.tables
+    results_topic = settings.topic(topics.TASK_RESULTS)
+    sinks = {"decisions": decisions, "dlq": dlq}
+    governor = Governor(
+        records=tables["dedup"].data,
+        ledgers=tables["ledger"].data,
+        burns=tables["burn"].data,
+        tenants=worker.config.tenants,
+        flag_definitions=worker.config.flags,  # type: ignore[arg-type]
+        policy=Policy(margin_ratio=settings.margin_ratio),
+        environment=settings.environment,
+        version=settings.version,
+        retention_ms=settings.idempotency_retention_s * 1000,
+        clock_ms=now_ms,
+    )
+
+    @worker.app.agent(inbound, name="governor")
+    async def governor_agent(stream: Any) -> None:
+        await worker.config.wait_ready(120)
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+            batch = [
+                Inbound(
+                    "results" if e.message.topic == results_topic else "tasks",
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    list(e.message.headers or ()),
+                )
+                for e in events
+            ]
+            out = governor.process(batch)
+            for name, dirty in (("dedup", out.dirty_records), ("ledger", out.dirty_ledgers), ("burn", out.dirty_burns)):
+                table = tables[name]
+                for key, partition in dirty.items():
+                    table.send_changelog(partition, key, table.data[key])
+            for record in out.records:
+                await sinks[record.sink].send(key=record.key, value=record.value, headers=record.headers)
+            observe(worker, out.observations, len(batch))
+
+
+def observe(worker: Worker, observations: list[Observation], batch_size: int) -> None:
+    """Turn the governor's observations into metrics."""
+    m = worker.metrics
+    m.batch_size.labels("governor").observe(batch_size)
+    for o in observations:
+        if o.kind == "decision":
+            m.decisions.labels(o.reason).inc()
+            outcome = "accepted" if o.reason == "accepted" else "rejected"
+            m.tasks.labels(o.task_type, o.tenant, outcome).inc()
+        elif o.kind == "replay":
+            m.decisions.labels("replayed").inc()
+            m.replays.labels(o.tenant).inc()
+        elif o.kind == "result":
+            m.tasks.labels(o.task_type, o.tenant, o.reason).inc()
+            m.task_duration.labels(o.task_type).observe(o.duration_ms)
+        elif o.kind == "duplicate_result":
+            m.duplicates.labels(o.tenant).inc()
+        elif o.kind == "dead_letter":
+            m.dlq.labels("governor", o.reason).inc()

@@ -1,0 +1,1 @@
+"""LapVerse Streams: governed multi-tenant work on Kafka."""

@@ -1,0 +1,75 @@
+"""The `lapverse` command: run, worker, gateway, broker, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from lapverse_streams.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = argparse.ArgumentParser(prog="lapverse", description="LapVerse Streams")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="embedded broker + worker + gateway, with a demo tenant")
+    sub.add_parser("worker", help="a Faust worker (governor and executor agents)")
+    sub.add_parser("gateway", help="the HTTP gateway")
+    sub.add_parser("broker", help="the embedded Tansu broker on LAPVERSE_BROKER_URL's port")
+    sub.add_parser("status", help="health of a running gateway")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "worker":
+        return run_worker(settings)
+    if args.command == "gateway":
+        from lapverse_streams.gateway.server import serve
+
+        asyncio.run(serve(settings))
+        return 0
+    if args.command == "broker":
+        return run_broker(settings)
+    if args.command == "status":
+        from lapverse_streams.status import print_status
+
+        return asyncio.run(print_status(settings))
+    from lapverse_streams.launcher import run_all
+
+    return asyncio.run(run_all(settings))
+
+
+def run_worker(settings: Settings) -> int:
+    """Run one Faust worker in this process until interrupted."""
+    import faust
+
+    from agents.app import create_worker
+    from lapverse_streams.observability.logging import configure_logging
+
+    configure_logging("lapverse-worker", settings.log_level)
+    worker = create_worker(settings)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.lower(), quiet=True)
+    faust_worker.execute_from_commandline()
+    return 0
+
+
+def run_broker(settings: Settings) -> int:
+    """Run the embedded broker in the foreground until interrupted."""
+    import signal
+
+    from lapverse_streams.broker.embedded import EmbeddedBroker
+    from lapverse_streams.broker.topics import ensure_topics
+
+    host, port = settings.broker_host_port
+    broker = EmbeddedBroker(port, host)
+    broker.start()
+    asyncio.run(ensure_topics(settings))
+    print(f"broker listening on {broker.url} (pid {broker.pid}); Ctrl-C stops it", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] if len(sys.argv) > 1 else None))

@@ -1,0 +1,122 @@
+"""Tenants and flags, read from their compacted topics into memory by every process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from lapverse_streams.events import topics
+from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
+from lapverse_streams.events.models import FlagConfig, TenantConfig
+from lapverse_streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def hash_api_key(api_key: str) -> str:
+    """sha256 hex of an API key (keys are random 256-bit secrets, so no salt is needed)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class ConfigView:
+    """Latest tenant and flag configuration; ready once caught up with the topics' ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.tenants: dict[str, TenantConfig] = {}
+        self.flags: dict[str, dict[str, object]] = {}
+        self._tenant_by_key_hash: dict[str, str] = {}
+        self._ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign every partition of both topics from the beginning and start reading."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        names = [self._settings.topic(topics.TENANTS), self._settings.topic(topics.FLAGS)]
+        partitions = [
+            TopicPartition(name, p)
+            for name in names
+            for p in sorted(consumer.partitions_for_topic(name) or {0})
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        self._task = asyncio.create_task(self._run(ends), name="config-view")
+
+    async def _run(self, ends: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        pending = {tp for tp, end in ends.items() if end > 0}
+        if not pending:
+            self._ready.set()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    self.apply(tp.topic, message.key, message.value)
+            for tp in list(pending):
+                if await self._consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+            if not pending:
+                self._ready.set()
+
+    def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of either topic (a None value deletes)."""
+        name = key.decode() if key else ""
+        try:
+            if topic.endswith(topics.TENANTS):
+                self._apply_tenant(name, value)
+            elif value is None:
+                self.flags.pop(name, None)
+            else:
+                event, _ = decode(value)
+                flag = parse_data(event, FlagConfig)
+                self.flags[flag.flag_key] = flag.definition
+        except PoisonMessage as exc:
+            log.warning("ignoring bad config record", extra={"topic": topic, "reason": exc.reason})
+
+    def _apply_tenant(self, tenant_id: str, value: bytes | None) -> None:
+        old = self.tenants.pop(tenant_id, None)
+        for key_hash in old.api_key_hashes if old else ():
+            self._tenant_by_key_hash.pop(key_hash, None)
+        if value is None:
+            return
+        event, _ = decode(value)
+        tenant = parse_data(event, TenantConfig)
+        self.tenants[tenant.tenant_id] = tenant
+        for key_hash in tenant.api_key_hashes:
+            self._tenant_by_key_hash[key_hash] = tenant.tenant_id
+
+    def tenant_for_api_key(self, api_key: str) -> TenantConfig | None:
+        """The tenant an API key belongs to, if any."""
+        tenant_id = self._tenant_by_key_hash.get(hash_api_key(api_key))
+        return self.tenants.get(tenant_id) if tenant_id else None
+
+    @property
+    def ready(self) -> bool:
+        """True once the view has caught up with the topics at start."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until caught up."""
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        """Stop reading and close the consumer."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()

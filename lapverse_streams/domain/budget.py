@@ -1,0 +1,86 @@
+"""SLO error budget: good and bad task counts in hourly buckets over the SLO window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class Burn:
+    """One tenant's good/bad counts by hour bucket; `applied` is the last result offset applied."""
+
+    buckets: dict[int, tuple[int, int]] = field(default_factory=dict)
+    applied: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for the table (bucket hours as string keys)."""
+        return {
+            "buckets": {str(h): list(c) for h, c in self.buckets.items()},
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> Burn:
+        """Inverse of to_json; None is an empty record."""
+        if not raw:
+            return cls()
+        buckets = {int(h): (int(c[0]), int(c[1])) for h, c in raw["buckets"].items()}
+        return cls(buckets, int(raw["applied"]))
+
+    def record(self, finished_ms: int, good: bool, offset: int, window_days: int) -> Burn:
+        """Count one finished task and drop buckets older than the window."""
+        hour = finished_ms // HOUR_MS
+        g, b = self.buckets.get(hour, (0, 0))
+        buckets = {**self.buckets, hour: (g + 1, b) if good else (g, b + 1)}
+        oldest = hour - window_days * 24
+        buckets = {h: c for h, c in buckets.items() if h > oldest}
+        return replace(self, buckets=buckets, applied=max(offset, self.applied))
+
+    def counts(self, now_ms: int, window_ms: int) -> tuple[int, int]:
+        """(good, bad) over the last window_ms."""
+        first = (now_ms - window_ms) // HOUR_MS
+        good = bad = 0
+        for hour, (g, b) in self.buckets.items():
+            if hour > first:
+                good, bad = good + g, bad + b
+        return good, bad
+
+
+def burn_rate(good: int, bad: int, slo_target: float) -> float:
+    """Observed error rate divided by the allowed error rate (1 = on budget)."""
+    total = good + bad
+    if total == 0:
+        return 0.0
+    return (bad / total) / (1 - slo_target)
+
+
+def budget_remaining(good: int, bad: int, slo_target: float) -> float:
+    """Fraction of the error budget left over the window (negative when overspent)."""
+    total = good + bad
+    if total == 0:
+        return 1.0
+    allowed = (1 - slo_target) * total
+    return 1 - bad / allowed
+
+
+def budget_exhausted(
+    burn: Burn, slo_target: float, window_days: int, now_ms: int, min_events: int
+) -> bool:
+    """True when the window holds enough tasks and no error budget is left."""
+    good, bad = burn.counts(now_ms, window_days * DAY_MS)
+    if good + bad < min_events:
+        return False
+    return budget_remaining(good, bad, slo_target) <= 0
+
+
+def retry_after_s(burn: Burn, window_days: int, now_ms: int) -> int:
+    """Seconds until the oldest bad bucket leaves the window (at least 60)."""
+    bad_hours = [h for h, (_, b) in burn.buckets.items() if b]
+    if not bad_hours:
+        return 60
+    leaves_ms = (min(bad_hours) + 1) * HOUR_MS + window_days * DAY_MS
+    return max(60, (leaves_ms - now_ms) // 1000)

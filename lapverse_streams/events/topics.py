@@ -1,0 +1,32 @@
+"""Topic names of the public contract (spec section 3)."""
+
+from typing import Final
+
+TASKS: Final = "lapverse-tasks"
+TASK_DECISIONS: Final = "lapverse-task-decisions"
+TASK_RESULTS: Final = "lapverse-task-results"
+SELF_COMPETE: Final = "lapverse-self-compete"
+VARIANT_RUNS: Final = "lapverse-variant-runs"
+VARIANT_RESULTS: Final = "lapverse-variant-results"
+COMPETITION_RESULTS: Final = "lapverse-competition-results"
+CHAMPIONS: Final = "lapverse-champions"
+KAGGLE: Final = "lapverse-kaggle"
+TENANTS: Final = "lapverse-tenants"
+FLAGS: Final = "lapverse-flags"
+DLQ: Final = "lapverse-dlq"
+
+COMPACTED: Final = frozenset({TENANTS, FLAGS})
+ALL: Final = (
+    TASKS,
+    TASK_DECISIONS,
+    TASK_RESULTS,
+    SELF_COMPETE,
+    VARIANT_RUNS,
+    VARIANT_RESULTS,
+    COMPETITION_RESULTS,
+    CHAMPIONS,
+    KAGGLE,
+    TENANTS,
+    FLAGS,
+    DLQ,
+)

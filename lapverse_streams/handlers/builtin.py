@@ -1,0 +1,59 @@
+"""Built-in handlers: ANALYSIS (text analysis), NOOP (benchmarks), CHAOS (failure drills)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import Counter
+
+from lapverse_streams.events.models import TaskRequest
+from lapverse_streams.handlers.base import Outcome
+
+_WORD = re.compile(r"[A-Za-z']+")
+_STOP = frozenset("a an and are as at be by for from in is it of on or that the to was were with".split())
+_POSITIVE = frozenset("good great excellent gain gains growth up beat strong record win wins improve".split())
+_NEGATIVE = frozenset("bad poor loss losses down miss weak decline drop fail fails risk crash".split())
+
+
+class AnalysisHandler:
+    """Word statistics, keywords and a lexicon sentiment of the description."""
+
+    async def run(self, request: TaskRequest) -> Outcome:
+        """Analyse the description text."""
+        words = [w.lower() for w in _WORD.findall(request.description)]
+        content = [w for w in words if w not in _STOP]
+        pos = sum(w in _POSITIVE for w in words)
+        neg = sum(w in _NEGATIVE for w in words)
+        score = 0.0 if pos + neg == 0 else (pos - neg) / (pos + neg)
+        label = "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
+        sentences = [s for s in re.split(r"[.!?]+", request.description) if s.strip()]
+        return Outcome(
+            {
+                "words": len(words),
+                "sentences": len(sentences),
+                "keywords": [w for w, _ in Counter(content).most_common(5)],
+                "sentiment": {"label": label, "score": round(score, 3), "source": "lexicon"},
+                "platforms": request.platforms,
+            }
+        )
+
+
+class NoopHandler:
+    """Does nothing; for measuring the pipeline itself."""
+
+    async def run(self, request: TaskRequest) -> Outcome:
+        """Return an empty result."""
+        return Outcome({})
+
+
+class ChaosHandler:
+    """Fails with requirements.failureRate (default 1.0) after requirements.sleepMs."""
+
+    async def run(self, request: TaskRequest) -> Outcome:
+        """Sleep, then fail or succeed at the requested rate."""
+        extra = request.requirements.model_extra or {}
+        await asyncio.sleep(float(extra.get("sleepMs", 0)) / 1000)
+        if random.random() < float(extra.get("failureRate", 1.0)):  # noqa: S311
+            raise RuntimeError("chaos: injected failure")
+        return Outcome({"chaos": "survived"})

@@ -1,0 +1,85 @@
+"""One frozen settings object, read from the environment in exactly one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlparse
+
+PREFIX = "LAPVERSE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; every field maps to LAPVERSE_<FIELD_NAME_UPPER>."""
+
+    broker_url: str = "kafka://127.0.0.1:9092"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = 6066
+    admin_token: str = ""
+    topic_partitions: int = 4
+    environment: str = "dev"
+    topic_prefix: str = ""
+    app_id: str = "lapverse-streams"
+    version: str = "0.1.0"
+    idempotency_retention_s: int = 24 * 3600
+    slo_window_days: int = 30
+    default_slo_target: float = 0.99
+    default_latency_objective_ms: int = 30_000
+    margin_ratio: float = 0.70
+    decision_timeout_ms: int = 3_000
+    max_body_bytes: int = 64 * 1024
+    batch_max: int = 500
+    batch_within_ms: int = 20
+    retry_attempts: int = 3
+    retry_base_ms: int = 1_000
+    rebalance_timeout_s: float = 6.0
+    otlp_endpoint: str = ""
+    log_level: str = "INFO"
+    worker_urls: str = ""
+    data_dir: str = ".lapverse"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from LAPVERSE_* variables (and OTEL_EXPORTER_OTLP_ENDPOINT)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(f.default)
+            values[f.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
+        if "otlp_endpoint" not in values and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            values["otlp_endpoint"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the variable."""
+        if not self.broker_url.startswith("kafka://"):
+            raise ValueError("LAPVERSE_BROKER_URL must look like kafka://host:port")
+        if self.topic_partitions < 1:
+            raise ValueError("LAPVERSE_TOPIC_PARTITIONS must be at least 1")
+        if not 0 < self.default_slo_target < 1:
+            raise ValueError("LAPVERSE_DEFAULT_SLO_TARGET must be between 0 and 1")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """host:port list for aiokafka, from the kafka:// URL."""
+        return ",".join(part.removeprefix("kafka://") for part in self.broker_url.split(";"))
+
+    @property
+    def broker_host_port(self) -> tuple[str, int]:
+        """First broker's host and port."""
+        parsed = urlparse(self.broker_url.split(";")[0])
+        return parsed.hostname or "127.0.0.1", parsed.port or 9092
+
+    def topic(self, name: str) -> str:
+        """Full topic name with the deployment's prefix."""
+        return f"{self.topic_prefix}{name}"
