@@ -44,6 +44,7 @@ class ConfigView:
         )
         await consumer.start()
         self._consumer = consumer
+        await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
         names = [self._settings.topic(topics.TENANTS), self._settings.topic(topics.FLAGS)]
         partitions = [
             TopicPartition(name, p)

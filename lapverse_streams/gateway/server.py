@@ -1,0 +1,120 @@
+"""The aiohttp application: middlewares, routes and the lifecycle of its collaborators."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from lapverse_streams.config_view import ConfigView
+from lapverse_streams.gateway.bridge import Bridge
+from lapverse_streams.gateway.problems import Problem, json_response
+from lapverse_streams.gateway.routes import Routes
+from lapverse_streams.gateway.status import status_report
+from lapverse_streams.observability.logging import configure_logging
+from lapverse_streams.observability.metrics import Metrics
+from lapverse_streams.observability.tracing import setup_tracing
+from lapverse_streams.settings import Settings
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+CONFIG = web.AppKey("config", ConfigView)
+BRIDGE = web.AppKey("bridge", Bridge)
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+
+
+@web.middleware
+async def problems_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error as problem+json and count every request."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except Problem as problem:
+        status = problem.status_code
+        raise
+    except web.HTTPRequestEntityTooLarge as exc:
+        status = 413
+        raise Problem(413, "too-large", f"the body exceeds {exc.max_size} bytes") from None
+    except web.HTTPException as exc:
+        status = exc.status
+        raise Problem(exc.status, "http-error", exc.reason) from None
+    except Exception:
+        log.exception("unhandled error", extra={"route": route})
+        raise Problem(500, "internal", "unexpected error; it has been logged") from None
+    finally:
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway application; Kafka clients start in its cleanup context."""
+    app = web.Application(middlewares=[problems_and_metrics], client_max_size=settings.max_body_bytes)
+    config = ConfigView(settings)
+    bridge = Bridge(settings)
+    app[SETTINGS], app[METRICS], app[CONFIG], app[BRIDGE] = settings, Metrics(), config, bridge
+    routes = Routes(settings, config, bridge)
+
+    async def kafka_clients(_: web.Application) -> AsyncIterator[None]:
+        await config.start()
+        await bridge.start()
+        await config.wait_ready(30)
+        yield
+        await bridge.stop()
+        await config.stop()
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=app[METRICS].exposition(), content_type="text/plain", charset="utf-8")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if not (config.ready and bridge.connected):
+            raise Problem(503, "not-ready", "not connected to Kafka yet", headers={"Retry-After": "1"})
+        return json_response({"status": "ready"})
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(text=OPENAPI_PATH.read_text(), content_type="application/yaml")
+
+    async def status(request: web.Request) -> web.Response:
+        return json_response(status_report(config, bridge, app[METRICS]))
+
+    app.cleanup_ctx.append(kafka_clients)
+    app.router.add_post("/api/v2/tasks", routes.post_task)
+    app.router.add_get("/api/v2/tasks/{task_id}", routes.get_task)
+    app.router.add_put("/admin/v1/tenants/{tenant_id}", routes.put_tenant)
+    app.router.add_post("/admin/v1/tenants/{tenant_id}/api-keys", routes.post_api_key)
+    app.router.add_put("/admin/v1/flags/{flag_key}", routes.put_flag)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.yaml", openapi)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Run the gateway until cancelled."""
+    configure_logging("lapverse-gateway", settings.log_level)
+    provider = setup_tracing("lapverse-gateway", settings.environment, settings.otlp_endpoint or None)
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+    await site.start()
+    log.info("gateway listening", extra={"port": settings.gateway_port})
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        provider.shutdown()

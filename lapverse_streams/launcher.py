@@ -1,0 +1,109 @@
+"""`lapverse run`: embedded broker, worker, gateway and a demo tenant, in one command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open
+from lapverse_streams.broker.topics import ensure_topics
+from lapverse_streams.settings import Settings
+
+DEMO_TENANT = "acme"
+
+
+async def run_all(settings: Settings) -> int:
+    """Start everything, create the demo tenant, print how to use it, stop all on Ctrl-C."""
+    logs = Path(settings.data_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    host, port = settings.broker_host_port
+    broker: EmbeddedBroker | None = None
+    if host in ("127.0.0.1", "localhost") and not port_is_open(host, port):
+        broker = EmbeddedBroker(port, host, log_path=logs / "broker.log")
+        broker.start()
+        print(f"embedded Tansu broker on {broker.url} (pid {broker.pid})", flush=True)
+    admin_token = settings.admin_token or secrets.token_urlsafe(24)
+    env = {**os.environ, "LAPVERSE_ADMIN_TOKEN": admin_token, "LAPVERSE_BROKER_URL": settings.broker_url}
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        await ensure_topics(settings)
+        for role in ("worker", "gateway"):
+            out = open(logs / f"{role}.log", "ab")  # noqa: SIM115, ASYNC230
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "lapverse_streams.cli", role], env=env, stdout=out, stderr=out)
+            )
+            out.close()
+        base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        api_key = await create_demo_tenant(base, admin_token)
+        print_welcome(settings, base, admin_token, api_key, logs)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if broker:
+            broker.stop()
+        print("stopped", flush=True)
+
+
+async def create_demo_tenant(base: str, admin_token: str, timeout_s: float = 90) -> str:
+    """Wait for the gateway, then create tenant acme and an API key for it."""
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    async with aiohttp.ClientSession() as session:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                async with session.get(f"{base}/readyz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"gateway not ready at {base} after {timeout_s}s; see .lapverse/*.log")
+            await asyncio.sleep(0.3)
+        tenant = {"mrr": 1000.0, "sloTarget": 0.99, "owner": "data-team"}
+        async with session.put(f"{base}/admin/v1/tenants/{DEMO_TENANT}", json=tenant, headers=auth) as r:
+            r.raise_for_status()
+        async with session.post(f"{base}/admin/v1/tenants/{DEMO_TENANT}/api-keys", headers=auth) as r:
+            r.raise_for_status()
+            body = await r.json()
+            return str(body["apiKey"])
+
+
+def print_welcome(settings: Settings, base: str, admin_token: str, api_key: str, logs: Path) -> None:
+    """The URLs, the secrets of this run and a first request."""
+    print(
+        f"""
+LapVerse Streams is running.
+  gateway      {base}   (OpenAPI: {base}/openapi.yaml, metrics: {base}/metrics)
+  worker       http://{settings.worker_web_host}:{settings.worker_web_port}/metrics
+  broker       {settings.broker_url}
+  logs         {logs}/
+  admin token  {admin_token}
+  tenant       {DEMO_TENANT}, API key {api_key}
+
+Try:
+  export KEY={api_key}
+  curl -s -X POST {base}/api/v2/tasks -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \\
+    -H "Idempotency-Key: demo-1" -H "Content-Type: application/json" \\
+    -d '{{"type":"ANALYSIS","priority":"high","description":"Record growth and strong gains","tenant":"{DEMO_TENANT}","platforms":["twitter"],"costCenter":"marketing","requirements":{{"complexity":"advanced"}}}}'
+
+Ctrl-C stops everything.""",
+        flush=True,
+    )
