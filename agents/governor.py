@@ -28,7 +28,7 @@ def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq
         burns=tables["burn"].data,
         tenants=worker.config.tenants,
         flag_definitions=worker.config.flags,  # type: ignore[arg-type]
-        policy=Policy(margin_ratio=settings.margin_ratio),
+        policy=Policy(settings.margin_ratio, settings.budget_min_events),
         environment=settings.environment,
         version=settings.version,
         retention_ms=settings.idempotency_retention_s * 1000,

@@ -31,6 +31,7 @@ class Settings:
     default_slo_target: float = 0.99
     default_latency_objective_ms: int = 30_000
     margin_ratio: float = 0.70
+    budget_min_events: int = 10
     decision_timeout_ms: int = 3_000
     max_body_bytes: int = 64 * 1024
     batch_max: int = 500
