@@ -77,6 +77,12 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
     async def health_page(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "ready": worker.config.ready})
 
+    @app.page("/readyz")
+    async def ready_page(web: Any, request: Any) -> Any:
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        ready = worker.config.ready and assigned and not app.rebalancing
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
     @app.task
     async def start_config_view() -> None:
         await worker.config.start()

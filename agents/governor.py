@@ -50,6 +50,8 @@ def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq
                 )
                 for e in events
             ]
+            if any(r.source == "tasks" and (r.key or b"").decode(errors="replace") not in worker.config.tenants for r in batch):
+                await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             out = governor.process(batch)
             for name, dirty in (("dedup", out.dirty_records), ("ledger", out.dirty_ledgers), ("burn", out.dirty_burns)):
                 table = tables[name]

@@ -104,6 +104,27 @@ class ConfigView:
         tenant_id = self._tenant_by_key_hash.get(hash_api_key(api_key))
         return self.tenants.get(tenant_id) if tenant_id else None
 
+    async def catch_up(self, timeout_s: float = 2.0) -> None:
+        """Wait until everything written to the topics so far has been applied (read-your-writes)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await self._reached(ends):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("configuration view is lagging", extra={"timeoutS": timeout_s})
+                return
+            await asyncio.sleep(0.01)
+
+    async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return False
+        return True
+
     @property
     def ready(self) -> bool:
         """True once the view has caught up with the topics at start."""

@@ -42,6 +42,7 @@ async def run_all(settings: Settings) -> int:
             out.close()
         base = f"http://{settings.gateway_host}:{settings.gateway_port}"
         api_key = await create_demo_tenant(base, admin_token)
+        await wait_ready(f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz")
         print_welcome(settings, base, admin_token, api_key, logs)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -66,17 +67,7 @@ async def create_demo_tenant(base: str, admin_token: str, timeout_s: float = 90)
     """Wait for the gateway, then create tenant acme and an API key for it."""
     auth = {"Authorization": f"Bearer {admin_token}"}
     async with aiohttp.ClientSession() as session:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            try:
-                async with session.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"gateway not ready at {base} after {timeout_s}s; see .lapverse/*.log")
-            await asyncio.sleep(0.3)
+        await wait_ready(f"{base}/readyz", timeout_s)
         tenant = {"mrr": 1000.0, "sloTarget": 0.99, "owner": "data-team"}
         async with session.put(f"{base}/admin/v1/tenants/{DEMO_TENANT}", json=tenant, headers=auth) as r:
             r.raise_for_status()
@@ -84,6 +75,22 @@ async def create_demo_tenant(base: str, admin_token: str, timeout_s: float = 90)
             r.raise_for_status()
             body = await r.json()
             return str(body["apiKey"])
+
+
+async def wait_ready(url: str, timeout_s: float = 90) -> None:
+    """Poll a /readyz URL until it answers 200."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{url} not ready after {timeout_s}s; see .lapverse/*.log")
+            await asyncio.sleep(0.3)
 
 
 def print_welcome(settings: Settings, base: str, admin_token: str, api_key: str, logs: Path) -> None:

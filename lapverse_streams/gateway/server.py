@@ -42,9 +42,9 @@ async def problems_and_metrics(request: web.Request, handler: Handler) -> web.St
     except Problem as problem:
         status = problem.status_code
         raise
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         status = 413
-        raise Problem(413, "too-large", f"the body exceeds {exc.max_size} bytes") from None
+        raise Problem(413, "too-large", f"the body exceeds {request.app[SETTINGS].max_body_bytes} bytes") from None
     except web.HTTPException as exc:
         status = exc.status
         raise Problem(exc.status, "http-error", exc.reason) from None

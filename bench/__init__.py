@@ -1,0 +1,1 @@
+"""Benchmarks of spec section 8: Faust admission path against a raw aiokafka loop."""

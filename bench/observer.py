@@ -1,0 +1,136 @@
+"""A group-less consumer that notes when decisions appear on a topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ACCEPTED_MARKER = b"io.lapverse.task.accepted.v1"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One decision seen by the observer (kept only when tracking keys)."""
+
+    seen_at: float  # time.monotonic() of the fetch that returned it
+    created_ms: int  # the record's timestamp, set by the producing process
+    key: str  # data.idempotencyKey, or "" when absent
+
+
+class DecisionObserver:
+    """Counts the records of every partition of a topic, from its beginning or its end."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        target: int | None = None,
+        from_end: bool = False,
+        track_keys: bool = False,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._from_end = from_end
+        self._track_keys = track_keys
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.target = target
+        self.count = 0
+        self.accepted = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.first_batch = 0
+        self.target_at: float | None = None
+        self.min_created_ms: int | None = None
+        self.max_created_ms: int | None = None
+        self.arrivals: list[Arrival] = []
+
+    async def start(self) -> None:
+        """Assign every partition and start reading in the background."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
+        partitions = [
+            TopicPartition(self._topic, p)
+            for p in sorted(consumer.partitions_for_topic(self._topic) or {0})
+        ]
+        consumer.assign(partitions)
+        if self._from_end:
+            await consumer.seek_to_end(*partitions)
+            for tp in partitions:  # resolve the end offsets now, before anything is produced
+                await consumer.position(tp)
+        else:
+            await consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._run(), name="bench-observer")
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100, max_records=10_000)
+            if not batches:
+                continue
+            seen_at = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    self._note(seen_at, record.timestamp, record.value or b"")
+
+    def _note(self, seen_at: float, created_ms: int, value: bytes) -> None:
+        self.count += 1
+        self.last_at = seen_at
+        if ACCEPTED_MARKER in value:
+            self.accepted += 1
+        if self.first_at is None or seen_at == self.first_at:
+            self.first_at = seen_at
+            self.first_batch += 1
+        if self.min_created_ms is None or created_ms < self.min_created_ms:
+            self.min_created_ms = created_ms
+        if self.max_created_ms is None or created_ms > self.max_created_ms:
+            self.max_created_ms = created_ms
+        if self.target is not None and self.count == self.target:
+            self.target_at = seen_at
+        if self._track_keys:
+            data = orjson.loads(value).get("data", {})
+            self.arrivals.append(Arrival(seen_at, created_ms, str(data.get("idempotencyKey", ""))))
+
+    def first_arrival(self, accept: Callable[[Arrival], bool]) -> Arrival | None:
+        """The earliest tracked arrival that `accept` takes."""
+        return next((a for a in self.arrivals if accept(a)), None)
+
+    async def wait_for(
+        self,
+        done: Callable[[], bool],
+        timeout_s: float,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Poll until `done`; False on timeout. Raises if `alive` turns false first."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if self._task is not None and self._task.done():
+                self._task.result()  # re-raise whatever stopped the observer
+                raise RuntimeError("observer stopped")
+            if not alive():
+                raise RuntimeError("the process under test exited")
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def stop(self) -> None:
+        """Stop reading and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,186 @@
+"""The three measured phases: Faust admission, raw loop baseline, recovery after SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.observer import Arrival, DecisionObserver
+from bench.procs import Child, kill, spawn, spawn_worker, stop
+from bench.workload import Trickle
+from lapverse_streams.events import topics
+from lapverse_streams.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How fast one process turned the pre-produced requests into decisions."""
+
+    events: int
+    decisions_seen: int
+    accepted: int
+    completed: bool  # False when the deadline passed before the N-th decision
+    startup_s: float | None  # process start -> first decision
+    elapsed_s: float | None  # first decision -> N-th decision (or -> deadline)
+    per_s: float | None  # decisions after the first fetch / elapsed_s
+    per_s_by_record_ts: float | None  # same span, from the records' producer timestamps
+    cpu_s: float | None  # CPU seconds the process used, startup included
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How long a worker took to decide again after a SIGKILL and an immediate restart."""
+
+    warm_startup_s: float | None  # start over existing state -> first decision
+    recovery_s: float | None  # restart -> first decision produced by the new process
+    recovery_new_s: float | None  # restart -> first decision of a request sent after the kill
+    requests_sent: int
+
+
+@contextlib.asynccontextmanager
+async def observing(observer: DecisionObserver) -> AsyncIterator[DecisionObserver]:
+    """Run an observer for the duration of the block."""
+    await observer.start()
+    try:
+        yield observer
+    finally:
+        await observer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(child: Child) -> AsyncIterator[Child]:
+    """Own a started child: stop it (SIGTERM, then SIGKILL) when the block ends."""
+    try:
+        yield child
+    finally:
+        await stop(child)
+
+
+async def measure(
+    child: Child, observer: DecisionObserver, events: int, timeout_s: float
+) -> Throughput:
+    """Wait for the N-th decision (or the deadline) and turn the observations into rates."""
+    try:
+        await observer.wait_for(lambda: observer.target_at is not None, timeout_s, child.alive)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{child.name}: {exc}; its log ends with:\n{child.log_tail()}") from None
+    cpu_s = await stop(child)
+    first_at, last_at = observer.first_at, observer.last_at
+    if first_at is None or last_at is None:
+        return Throughput(events, 0, 0, False, None, None, None, None, cpu_s)
+    # After a missed deadline the rate is over the decisions seen so far.
+    end_at = observer.target_at if observer.target_at is not None else last_at
+    seen = observer.target if observer.target_at is not None else observer.count
+    elapsed = end_at - first_at
+    per_s = (seen - observer.first_batch) / elapsed if elapsed > 0 else None
+    by_ts = None
+    if observer.max_created_ms is not None and observer.min_created_ms is not None:
+        span_ms = observer.max_created_ms - observer.min_created_ms
+        by_ts = (observer.count - 1) * 1000 / span_ms if span_ms > 0 else None
+    return Throughput(
+        events=events,
+        decisions_seen=observer.count,
+        accepted=observer.accepted,
+        completed=observer.target_at is not None,
+        startup_s=first_at - child.started_at,
+        elapsed_s=elapsed,
+        per_s=per_s,
+        per_s_by_record_ts=by_ts,
+        cpu_s=cpu_s,
+    )
+
+
+async def faust_phase(
+    settings: Settings, events: int, work_dir: Path, timeout_s: float
+) -> Throughput:
+    """Phase A: one `lapverse worker` through the full admission path."""
+    decisions = settings.topic(topics.TASK_DECISIONS)
+    async with observing(
+        DecisionObserver(settings.bootstrap_servers, decisions, target=events)
+    ) as obs:
+        child = await spawn_worker(settings, "worker-a", work_dir)
+        async with running(child):
+            return await measure(child, obs, events, timeout_s)
+
+
+async def raw_phase(
+    settings: Settings, events: int, work_dir: Path, timeout_s: float
+) -> Throughput:
+    """Phase B: the raw aiokafka loop over the same requests."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.raw_loop",
+        f"--bootstrap={settings.bootstrap_servers}",
+        f"--source={settings.topic(topics.TASKS)}",
+        f"--sink={settings.topic(topics.TASK_DECISIONS)}",
+        f"--group={settings.topic_prefix}raw-loop",
+        f"--batch-max={settings.batch_max}",
+    ]
+    decisions = settings.topic(topics.TASK_DECISIONS)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    async with observing(
+        DecisionObserver(settings.bootstrap_servers, decisions, target=events)
+    ) as obs:
+        child = await spawn("raw-loop", argv, env, work_dir)
+        async with running(child):
+            return await measure(child, obs, events, timeout_s)
+
+
+async def recovery_phase(
+    settings: Settings,
+    tenants: list[str],
+    work_dir: Path,
+    *,
+    rate_per_s: int,
+    timeout_s: float,
+    run_before_kill_s: float = 2.0,
+) -> Recovery:
+    """Phase C: requests keep flowing; start a worker, SIGKILL it, restart it at once."""
+    bootstrap = settings.bootstrap_servers
+    decisions = settings.topic(topics.TASK_DECISIONS)
+    trickle = Trickle(bootstrap, settings.topic(topics.TASKS), tenants, rate_per_s)
+    observer = DecisionObserver(bootstrap, decisions, from_end=True, track_keys=True)
+    async with observing(observer):
+        await trickle.start()
+        try:
+            first = await spawn_worker(settings, "worker-c1", work_dir)
+            async with running(first):
+                ok = await observer.wait_for(lambda: observer.count > 0, timeout_s, first.alive)
+                if not ok or observer.first_at is None:
+                    return Recovery(None, None, None, trickle.sent)
+                warm_startup_s = observer.first_at - first.started_at
+                await asyncio.sleep(run_before_kill_s)
+                await kill(first)
+            sent_at_kill = trickle.sent
+            second = await spawn_worker(settings, "worker-c2", work_dir)
+            async with running(second):
+                restart_ms = second.started_ms
+
+                def own(a: Arrival) -> bool:
+                    return a.created_ms >= restart_ms
+
+                def new(a: Arrival) -> bool:
+                    seq = Trickle.seq_of(a.key)
+                    return seq is not None and seq >= sent_at_kill
+
+                await observer.wait_for(
+                    lambda: observer.first_arrival(new) is not None, timeout_s, second.alive
+                )
+                own_first = observer.first_arrival(own)
+                new_first = observer.first_arrival(new)
+                return Recovery(
+                    warm_startup_s=warm_startup_s,
+                    recovery_s=own_first.seen_at - second.started_at if own_first else None,
+                    recovery_new_s=new_first.seen_at - second.started_at if new_first else None,
+                    requests_sent=trickle.sent,
+                )
+        finally:
+            await trickle.stop()

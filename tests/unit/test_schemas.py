@@ -1,0 +1,182 @@
+"""The committed JSON Schemas in schemas/ agree with the pydantic event models."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ValidationError
+
+from lapverse_streams.events.models import (
+    EVENT_TYPES,
+    CloudEvent,
+    Complexity,
+    DecisionReason,
+    FinOpsTags,
+    FlagConfig,
+    Priority,
+    Requirements,
+    TaskDecision,
+    TaskRequest,
+    TaskRequested,
+    TaskResult,
+    TenantConfig,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS_DIR = ROOT / "schemas"
+REGENERATE = "run `python scripts/gen_schemas.py` and commit schemas/"
+
+
+def load_generator() -> ModuleType:
+    """scripts/gen_schemas.py, imported by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "gen_schemas", ROOT / "scripts" / "gen_schemas.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = load_generator()
+MODELS: dict[str, type[BaseModel]] = {**EVENT_TYPES, GEN.ENVELOPE: CloudEvent}
+
+
+def tags() -> FinOpsTags:
+    """Tags as the gateway stamps them."""
+    return FinOpsTags(
+        environment="test", tenant_id="acme", cost_center="research", owner="data", version="1"
+    )
+
+
+def request() -> TaskRequest:
+    """A task request with every field set."""
+    return TaskRequest(
+        type="ANALYSIS",
+        priority=Priority.HIGH,
+        description="summarize the lap times",
+        tenant="acme",
+        platforms=["web"],
+        cost_center="research",
+        requirements=Requirements(complexity=Complexity.ADVANCED),
+    )
+
+
+def decision() -> TaskDecision:
+    """An accepted decision."""
+    return TaskDecision(
+        task_id="t-1",
+        idempotency_key="key-1",
+        status="accepted",
+        reason=DecisionReason.ACCEPTED,
+        http_status=202,
+        detail="accepted",
+        cost_estimate_micros=40_000,
+        request=request(),
+        tags=tags(),
+        decided_at_ms=1_700_000_000_000,
+    )
+
+
+def result() -> TaskResult:
+    """A completed task with a result."""
+    return TaskResult(
+        task_id="t-1",
+        status="completed",
+        type="ANALYSIS",
+        cost_center="research",
+        duration_ms=120,
+        attempts=1,
+        cost_micros=40_000,
+        result={"summary": "fast"},
+        tags=tags(),
+        finished_at_ms=1_700_000_000_500,
+    )
+
+
+def envelope() -> CloudEvent:
+    """A task.requested envelope."""
+    data = TaskRequested(**request().model_dump(), tags=tags())
+    return CloudEvent(
+        id="key-1",
+        source="/lapverse/gateway",
+        type="io.lapverse.task.requested.v1",
+        subject="acme",
+        time="2024-01-01T00:00:00.000Z",
+        data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
+    TaskRequested: lambda: TaskRequested(**request().model_dump(), tags=tags()),
+    TaskDecision: decision,
+    TaskResult: result,
+    TenantConfig: lambda: TenantConfig(
+        tenant_id="acme", mrr_micros=1_000_000_000, api_key_hashes=("a" * 64,), tags=tags()
+    ),
+    FlagConfig: lambda: FlagConfig(
+        flag_key="task-type.ANALYSIS", definition={"variants": {"on": True}, "defaultVariant": "on"}
+    ),
+    CloudEvent: envelope,
+}
+
+
+def committed(name: str) -> dict[str, Any]:
+    """The schema file as committed."""
+    schema: dict[str, Any] = json.loads((SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return schema
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A valid instance of the event's model, as it goes on the wire."""
+    model = MODELS[name]
+    assert model in SAMPLES, f"add a sample {model.__name__} to SAMPLES in {Path(__file__).name}"
+    return SAMPLES[model]().model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_committed_schema_matches_model(name: str) -> None:
+    path = SCHEMAS_DIR / f"{name}.json"
+    assert path.is_file(), f"schemas/{name}.json is missing; {REGENERATE}"
+    expected = GEN.render(GEN.schema_for(name, MODELS[name]))
+    assert path.read_text(encoding="utf-8") == expected, (
+        f"schemas/{name}.json is stale; {REGENERATE}"
+    )
+
+
+def test_no_stray_schema_files() -> None:
+    on_disk = {path.stem for path in SCHEMAS_DIR.glob("*.json")}
+    assert on_disk == set(GEN.all_schemas()), (
+        f"schemas/ holds other files than the models; {REGENERATE}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_schema_is_valid_2020_12(name: str) -> None:
+    Draft202012Validator.check_schema(committed(name))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_valid_instance_validates(name: str) -> None:
+    errors = [e.message for e in Draft202012Validator(committed(name)).iter_errors(sample(name))]
+    assert errors == []
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_instance_missing_a_required_field_is_rejected(name: str) -> None:
+    schema = committed(name)
+    validator = Draft202012Validator(schema)
+    assert schema["required"], f"{name} has no required field to drop"
+    for field in schema["required"]:
+        instance = {k: v for k, v in sample(name).items() if k != field}
+        assert not validator.is_valid(instance), f"{name} without {field!r} passed the schema"
+        with pytest.raises(ValidationError):
+            MODELS[name].model_validate(instance)
