@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint bench clean
+.PHONY: install tools run test test-unit lint bench clean
 
 install: $(STAMP)
 
@@ -13,18 +13,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+tools:
+	bash scripts/ensure-tools.sh
+
 run: install
 	$(BIN)/lapverse run
 
-test: install
+test: install tools
 	$(BIN)/pytest -q tests
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
 lint: install
-	$(BIN)/ruff check lapverse_streams agents tests bench
-	$(BIN)/ruff format --check lapverse_streams agents tests bench
+	$(BIN)/ruff check lapverse_streams agents tests bench scripts
+	$(BIN)/ruff format --check lapverse_streams agents tests bench scripts
 	$(BIN)/mypy
 
 bench: install

@@ -86,4 +86,4 @@ def register(
                 except PoisonMessage as exc:
                     log.error("undecodable decision skipped", extra={"reason": exc.reason})
             for key, value, hdrs in await asyncio.gather(*work):
-                await results.send(key=key, value=value, headers=hdrs)
+                await results.send(key=key, value=value, headers=hdrs, force=True)

@@ -58,7 +58,7 @@ def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq
                 for key, partition in dirty.items():
                     table.send_changelog(partition, key, table.data[key])
             for record in out.records:
-                await sinks[record.sink].send(key=record.key, value=record.value, headers=record.headers)
+                await sinks[record.sink].send(key=record.key, value=record.value, headers=record.headers, force=True)
             observe(worker, out.observations, len(batch))
 
 

@@ -22,8 +22,16 @@ class Arrival:
     key: str  # data.idempotencyKey, or "" when absent
 
 
+@dataclass
+class Watch:
+    """The first tracked arrival that `accept` takes, once there is one."""
+
+    accept: Callable[[Arrival], bool]
+    arrival: Arrival | None = None
+
+
 class DecisionObserver:
-    """Counts the records of every partition of a topic, from its beginning or its end."""
+    """Counts the records of every partition of a topic, from its beginning."""
 
     def __init__(
         self,
@@ -31,12 +39,10 @@ class DecisionObserver:
         topic: str,
         *,
         target: int | None = None,
-        from_end: bool = False,
         track_keys: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
-        self._from_end = from_end
         self._track_keys = track_keys
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -50,6 +56,7 @@ class DecisionObserver:
         self.min_created_ms: int | None = None
         self.max_created_ms: int | None = None
         self.arrivals: list[Arrival] = []
+        self._watches: list[Watch] = []
 
     async def start(self) -> None:
         """Assign every partition and start reading in the background."""
@@ -67,12 +74,9 @@ class DecisionObserver:
             for p in sorted(consumer.partitions_for_topic(self._topic) or {0})
         ]
         consumer.assign(partitions)
-        if self._from_end:
-            await consumer.seek_to_end(*partitions)
-            for tp in partitions:  # resolve the end offsets now, before anything is produced
-                await consumer.position(tp)
-        else:
-            await consumer.seek_to_beginning(*partitions)
+        # Tansu 0.6 answers "latest" with the last batch's base offset + 1, not the high
+        # watermark, so seeking to the end is unreliable: always read from the beginning.
+        await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._run(), name="bench-observer")
 
     async def _run(self) -> None:
@@ -102,11 +106,17 @@ class DecisionObserver:
             self.target_at = seen_at
         if self._track_keys:
             data = orjson.loads(value).get("data", {})
-            self.arrivals.append(Arrival(seen_at, created_ms, str(data.get("idempotencyKey", ""))))
+            arrival = Arrival(seen_at, created_ms, str(data.get("idempotencyKey", "")))
+            self.arrivals.append(arrival)
+            for watch in self._watches:
+                if watch.arrival is None and watch.accept(arrival):
+                    watch.arrival = arrival
 
-    def first_arrival(self, accept: Callable[[Arrival], bool]) -> Arrival | None:
-        """The earliest tracked arrival that `accept` takes."""
-        return next((a for a in self.arrivals if accept(a)), None)
+    def watch(self, accept: Callable[[Arrival], bool]) -> Watch:
+        """Look for the earliest tracked arrival that `accept` takes, past and future."""
+        found = Watch(accept, next((a for a in self.arrivals if accept(a)), None))
+        self._watches.append(found)
+        return found
 
     async def wait_for(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from bench.observer import Arrival, DecisionObserver
 from bench.procs import Child, kill, spawn, spawn_worker, stop
+from bench.profile import record
 from bench.workload import Trickle
 from lapverse_streams.events import topics
 from lapverse_streams.settings import Settings
@@ -71,7 +73,7 @@ async def measure(
         await observer.wait_for(lambda: observer.target_at is not None, timeout_s, child.alive)
     except RuntimeError as exc:
         raise RuntimeError(f"{child.name}: {exc}; its log ends with:\n{child.log_tail()}") from None
-    cpu_s = await stop(child)
+    cpu_s = child.cpu_s()
     first_at, last_at = observer.first_at, observer.last_at
     if first_at is None or last_at is None:
         return Throughput(events, 0, 0, False, None, None, None, None, cpu_s)
@@ -79,11 +81,12 @@ async def measure(
     end_at = observer.target_at if observer.target_at is not None else last_at
     seen = observer.target if observer.target_at is not None else observer.count
     elapsed = end_at - first_at
-    per_s = (seen - observer.first_batch) / elapsed if elapsed > 0 else None
     by_ts = None
     if observer.max_created_ms is not None and observer.min_created_ms is not None:
         span_ms = observer.max_created_ms - observer.min_created_ms
         by_ts = (observer.count - 1) * 1000 / span_ms if span_ms > 0 else None
+    # Everything in one fetch leaves no span to measure: fall back to the producer timestamps.
+    per_s = (seen - observer.first_batch) / elapsed if elapsed > 0 else by_ts
     return Throughput(
         events=events,
         decisions_seen=observer.count,
@@ -98,16 +101,21 @@ async def measure(
 
 
 async def faust_phase(
-    settings: Settings, events: int, work_dir: Path, timeout_s: float
+    settings: Settings, events: int, work_dir: Path, timeout_s: float, profile: Path | None = None
 ) -> Throughput:
-    """Phase A: one `lapverse worker` through the full admission path."""
+    """Phase A: one `lapverse worker` through the full admission path (sampled if profile)."""
     decisions = settings.topic(topics.TASK_DECISIONS)
     async with observing(
         DecisionObserver(settings.bootstrap_servers, decisions, target=events)
     ) as obs:
         child = await spawn_worker(settings, "worker-a", work_dir)
         async with running(child):
-            return await measure(child, obs, events, timeout_s)
+            profiler = await record(child, profile, work_dir) if profile else None
+            try:
+                return await measure(child, obs, events, timeout_s)
+            finally:
+                if profiler is not None:  # py-spy writes its output on SIGINT
+                    await stop(profiler, sig=signal.SIGINT)
 
 
 async def raw_phase(
@@ -147,16 +155,18 @@ async def recovery_phase(
     bootstrap = settings.bootstrap_servers
     decisions = settings.topic(topics.TASK_DECISIONS)
     trickle = Trickle(bootstrap, settings.topic(topics.TASKS), tenants, rate_per_s)
-    observer = DecisionObserver(bootstrap, decisions, from_end=True, track_keys=True)
+    observer = DecisionObserver(bootstrap, decisions, track_keys=True)
     async with observing(observer):
         await trickle.start()
         try:
             first = await spawn_worker(settings, "worker-c1", work_dir)
             async with running(first):
-                ok = await observer.wait_for(lambda: observer.count > 0, timeout_s, first.alive)
-                if not ok or observer.first_at is None:
+                started_ms = first.started_ms
+                warm = observer.watch(lambda a: a.created_ms >= started_ms)
+                await observer.wait_for(lambda: warm.arrival is not None, timeout_s, first.alive)
+                if warm.arrival is None:
                     return Recovery(None, None, None, trickle.sent)
-                warm_startup_s = observer.first_at - first.started_at
+                warm_startup_s = warm.arrival.seen_at - first.started_at
                 await asyncio.sleep(run_before_kill_s)
                 await kill(first)
             sent_at_kill = trickle.sent
@@ -164,23 +174,22 @@ async def recovery_phase(
             async with running(second):
                 restart_ms = second.started_ms
 
-                def own(a: Arrival) -> bool:
-                    return a.created_ms >= restart_ms
-
-                def new(a: Arrival) -> bool:
+                def after_kill(a: Arrival) -> bool:
                     seq = Trickle.seq_of(a.key)
                     return seq is not None and seq >= sent_at_kill
 
-                await observer.wait_for(
-                    lambda: observer.first_arrival(new) is not None, timeout_s, second.alive
-                )
-                own_first = observer.first_arrival(own)
-                new_first = observer.first_arrival(new)
+                own = observer.watch(lambda a: a.created_ms >= restart_ms)
+                new = observer.watch(after_kill)
+                await observer.wait_for(lambda: new.arrival is not None, timeout_s, second.alive)
                 return Recovery(
                     warm_startup_s=warm_startup_s,
-                    recovery_s=own_first.seen_at - second.started_at if own_first else None,
-                    recovery_new_s=new_first.seen_at - second.started_at if new_first else None,
+                    recovery_s=_since(own.arrival, second),
+                    recovery_new_s=_since(new.arrival, second),
                     requests_sent=trickle.sent,
                 )
         finally:
             await trickle.stop()
+
+
+def _since(arrival: Arrival | None, child: Child) -> float | None:
+    return arrival.seen_at - child.started_at if arrival else None

@@ -90,18 +90,16 @@ async def spawn_worker(settings: Settings, name: str, work_dir: Path) -> Child:
     )
 
 
-async def stop(child: Child, grace_s: float = 15.0) -> float | None:
-    """SIGTERM, then SIGKILL after grace_s; returns the CPU seconds used, if known."""
-    cpu_s = child.cpu_s()
+async def stop(child: Child, grace_s: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Send sig (SIGTERM), then SIGKILL after grace_s."""
     if not child.alive():
-        return cpu_s
+        return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(child.pid, signal.SIGTERM)
+        os.kill(child.pid, sig)
     try:
         await asyncio.wait_for(child.process.wait(), grace_s)
     except TimeoutError:
         await kill(child)
-    return cpu_s
 
 
 async def kill(child: Child, timeout_s: float = 10.0) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.phases import Recovery, Throughput, faust_phase, raw_phase, recovery_phase
+from bench.profile import summarise
 from bench.workload import pick_tenants, produce, task_records, tenant_record
 from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
 from lapverse_streams.broker.topics import ensure_topics
@@ -36,6 +37,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recovery-rate", type=int, default=200, help="requests/s during phase C")
     parser.add_argument("--skip-recovery", action="store_true", help="skip phase C")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the phase-A worker with py-spy into this file (collapsed stacks)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,8 +64,10 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
     print(f"produced {args.events} requests to two prefixes in {time.monotonic() - started:.1f}s")
 
     print("phase A: Faust worker, full admission path ...", flush=True)
-    faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout)
+    faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout, args.profile)
     print(f"  {_rate(faust.per_s)} decisions/s, startup {_secs(faust.startup_s)}", flush=True)
+    if args.profile:
+        print(summarise(args.profile), flush=True)
     print("phase B: raw aiokafka loop ...", flush=True)
     raw = await raw_phase(raw_settings, args.events, work_dir, args.timeout)
     print(f"  {_rate(raw.per_s)} decisions/s, startup {_secs(raw.startup_s)}", flush=True)
@@ -88,6 +96,7 @@ def report(
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
+        "profiled": args.profile is not None,  # py-spy sampling slows the Faust path a little
         "tenants": len(tenants),
         "admitted_per_s": faust.per_s,
         "raw_loop_per_s": raw.per_s,

@@ -1,0 +1,93 @@
+"""A worker killed with SIGKILL mid-stream and restarted charges every accepted task exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from lapverse_streams.domain.pricing import billing_period
+from lapverse_streams.events import topics
+from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.models import TaskRequested
+from tests.conftest import Stack
+from tests.integration.helpers import create_tenant, drain, ledger_of, read_topic
+
+pytestmark = pytest.mark.kafka
+TASKS = 600
+
+
+def test_sigkill_mid_stream_then_restart_charges_each_task_once(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory()
+    stack.start("gateway")
+    stack.start("worker")
+    stack.wait_ready("gateway")
+    stack.wait_ready("worker")
+    asyncio.run(crash_and_recover(stack))
+
+
+async def crash_and_recover(stack: Stack) -> None:
+    """Produce requests, SIGKILL the worker mid-stream, restart it, check the ledger."""
+    settings = stack.settings
+    async with aiohttp.ClientSession() as session:
+        await create_tenant(session, stack, "crashy", mrr=1_000_000.0)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        for i in range(TASKS):
+            request = TaskRequested(type="NOOP", tenant="crashy", cost_center="ops")
+            event = envelope("task.requested", f"crash-{i}", "crashy", request, now, "/svc")
+            await producer.send(settings.topic(topics.TASKS), encode(event), key=b"crashy")
+            if i == TASKS // 3:
+                await producer.flush()
+                await read_topic(settings, topics.TASK_DECISIONS, lambda rs: len(rs) >= 20)
+                stack.kill("worker")
+        # redeliver some requests too, as a retrying producer would
+        for i in range(0, TASKS, 7):
+            request = TaskRequested(type="NOOP", tenant="crashy", cost_center="ops")
+            event = envelope("task.requested", f"crash-{i}", "crashy", request, now, "/svc")
+            await producer.send(settings.topic(topics.TASKS), encode(event), key=b"crashy")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    stack.start("worker")
+    stack.wait_ready("worker")
+
+    def all_done(records: list[object]) -> bool:
+        done = {orjson.loads(r.value)["data"]["taskId"] for r in records}  # type: ignore[attr-defined]
+        return len(done) >= TASKS
+
+    try:
+        await read_topic(settings, topics.TASK_RESULTS, all_done, timeout_s=120)
+    except TimeoutError:
+        dec = await drain(settings, settings.topic(topics.TASK_DECISIONS))
+        res = await drain(settings, settings.topic(topics.TASK_RESULTS))
+        dlq = await drain(settings, settings.topic(topics.DLQ))
+        dids = {}
+        for r in dec:
+            d = orjson.loads(r.value)["data"]
+            dids.setdefault(d["idempotencyKey"], []).append((r.offset, d["status"], list(r.headers)))
+        rids = {orjson.loads(r.value)["data"]["taskId"] for r in res}
+        print("decisions", len(dec), "distinct", len(dids), "results", len(res), "distinct", len(rids), "dlq", len(dlq))
+        missing = [k for k in (f"crash-{i}" for i in range(TASKS)) if k not in dids]
+        print("no decision:", missing[:20], len(missing))
+        raise
+    results = await drain(settings, settings.topic(topics.TASK_RESULTS))
+    completed = {orjson.loads(r.value)["data"]["taskId"] for r in results}
+    assert len(completed) == TASKS
+
+    deadline = time.monotonic() + 30
+    ledger: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        ledger = await ledger_of(settings, "crashy")
+        spend = ledger.get("spend", {})
+        if isinstance(spend, dict) and spend and not ledger["reserved"]:
+            break
+    assert ledger["reserved"] == {}
+    assert ledger["spend"] == {billing_period(int(time.time() * 1000)): {"ops": TASKS * 10_000}}
