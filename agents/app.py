@@ -27,6 +27,13 @@ class Worker:
     tables: dict[str, Any]
 
 
+def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
+    """A topic of raw bytes: agents decode CloudEvents themselves."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
 def now_ms() -> int:
     """Wall clock in milliseconds."""
     return time.time_ns() // 1_000_000
@@ -53,19 +60,18 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
         table_standby_replicas=0,
         stream_wait_empty=False,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     tables = {
         name: app.Table(name, partitions=settings.topic_partitions)
         for name in ("dedup", "ledger", "burn")
     }
     worker = Worker(app, settings, ConfigView(settings), Metrics(), tables)
-    inbound = app.topic(settings.topic(topics.TASKS), settings.topic(topics.TASK_RESULTS), **raw)
-    decisions = app.topic(settings.topic(topics.TASK_DECISIONS), **raw)
-    governor.register(worker, inbound, decisions, app.topic(settings.topic(topics.DLQ), **raw))
+    inbound = raw_topic(app, settings.topic(topics.TASKS), settings.topic(topics.TASK_RESULTS))
+    decisions = raw_topic(app, settings.topic(topics.TASK_DECISIONS))
+    governor.register(worker, inbound, decisions, raw_topic(app, settings.topic(topics.DLQ)))
     executor.register(
         worker,
         decisions,
-        app.topic(settings.topic(topics.TASK_RESULTS), **raw),
+        raw_topic(app, settings.topic(topics.TASK_RESULTS)),
         handlers if handlers is not None else load_handlers(),
     )
 
@@ -83,13 +89,14 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
         ready = worker.config.ready and assigned and not app.rebalancing
         return web.json({"ready": ready}, status=200 if ready else 503)
 
-    @app.task
-    async def start_config_view() -> None:
-        await worker.config.start()
+    class ConfigViewOwner(faust.Service):
+        """Owns the configuration view's lifecycle inside the worker."""
 
-    @app.service
-    class ConfigViewOwner(faust.Service):  # type: ignore[misc]
+        async def on_start(self) -> None:
+            await worker.config.start()
+
         async def on_stop(self) -> None:
             await worker.config.stop()
 
+    app.service(ConfigViewOwner)
     return worker

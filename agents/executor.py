@@ -11,7 +11,14 @@ import faust
 
 from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY
 from lapverse_streams.domain.retry import backoff_ms
-from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, header, parse_data
+from lapverse_streams.events.codec import (
+    PoisonMessage,
+    decode,
+    encode,
+    envelope,
+    header,
+    parse_data,
+)
 from lapverse_streams.events.models import TaskDecision, TaskResult
 from lapverse_streams.handlers.base import TaskHandler
 
@@ -30,7 +37,9 @@ def register(
 
     settings = worker.settings
 
-    async def execute(decision: TaskDecision, traceparent: str | None) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    async def execute(
+        decision: TaskDecision, traceparent: str | None
+    ) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         request = decision.request
         handler = handlers.get(request.type)
         started = time.monotonic()
@@ -42,7 +51,9 @@ def register(
                 break
             except Exception as exc:  # a handler may fail in any way; each failure is retried
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("task attempt failed", extra={"taskId": decision.task_id, "attempt": attempts})
+                log.warning(
+                    "task attempt failed", extra={"taskId": decision.task_id, "attempt": attempts}
+                )
                 if attempts <= settings.retry_attempts:
                     await asyncio.sleep(backoff_ms(attempts, settings.retry_base_ms) / 1000)
         if handler is None:
@@ -66,7 +77,9 @@ def register(
             finished_at_ms=now_ms(),
         )
         short = "task.completed" if completed else "task.failed"
-        event = envelope(short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE)
+        event = envelope(
+            short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
+        )
         headers = [("traceparent", traceparent.encode())] if traceparent else []
         return request.tenant.encode(), encode(event), headers
 
@@ -82,7 +95,9 @@ def register(
                     event, short = decode(e.message.value)
                     if short != "task.accepted":
                         continue
-                    work.append(execute(parse_data(event, TaskDecision), header(hdrs, "traceparent")))
+                    work.append(
+                        execute(parse_data(event, TaskDecision), header(hdrs, "traceparent"))
+                    )
                 except PoisonMessage as exc:
                     log.error("undecodable decision skipped", extra={"reason": exc.reason})
             for key, value, hdrs in await asyncio.gather(*work):

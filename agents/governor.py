@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from agents.app import Worker
 
 
-def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq: faust.TopicT) -> None:
+def register(
+    worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq: faust.TopicT
+) -> None:
     """Attach the governor agent to the app."""
     from agents.app import now_ms
 
@@ -27,7 +29,7 @@ def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq
         ledgers=tables["ledger"].data,
         burns=tables["burn"].data,
         tenants=worker.config.tenants,
-        flag_definitions=worker.config.flags,  # type: ignore[arg-type]
+        flag_definitions=worker.config.flags,
         policy=Policy(settings.margin_ratio, settings.budget_min_events),
         environment=settings.environment,
         version=settings.version,
@@ -50,15 +52,25 @@ def register(worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq
                 )
                 for e in events
             ]
-            if any(r.source == "tasks" and (r.key or b"").decode(errors="replace") not in worker.config.tenants for r in batch):
+            if any(
+                r.source == "tasks"
+                and (r.key or b"").decode(errors="replace") not in worker.config.tenants
+                for r in batch
+            ):
                 await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             out = governor.process(batch)
-            for name, dirty in (("dedup", out.dirty_records), ("ledger", out.dirty_ledgers), ("burn", out.dirty_burns)):
+            for name, dirty in (
+                ("dedup", out.dirty_records),
+                ("ledger", out.dirty_ledgers),
+                ("burn", out.dirty_burns),
+            ):
                 table = tables[name]
                 for key, partition in dirty.items():
                     table.send_changelog(partition, key, table.data[key])
             for record in out.records:
-                await sinks[record.sink].send(key=record.key, value=record.value, headers=record.headers, force=True)
+                await sinks[record.sink].send(
+                    key=record.key, value=record.value, headers=record.headers, force=True
+                )
             observe(worker, out.observations, len(batch))
 
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(print_status(settings))
     from lapverse_streams.launcher import run_all
 
-    return asyncio.run(run_all(settings))
+    return run_all(settings)
 
 
 def run_worker(settings: Settings) -> int:

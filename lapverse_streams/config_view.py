@@ -105,7 +105,7 @@ class ConfigView:
         return self.tenants.get(tenant_id) if tenant_id else None
 
     async def catch_up(self, timeout_s: float = 2.0) -> None:
-        """Wait until everything written to the topics so far has been applied (read-your-writes)."""
+        """Wait until everything written to the topics so far is applied (read-your-writes)."""
         consumer = self._consumer
         if consumer is None:
             return

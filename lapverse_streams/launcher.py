@@ -11,15 +11,25 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
 
 DEMO_TENANT = "acme"
+DEMO_TASK = {
+    "type": "ANALYSIS",
+    "priority": "high",
+    "description": "Record growth and strong gains",
+    "tenant": DEMO_TENANT,
+    "platforms": ["twitter"],
+    "costCenter": "marketing",
+    "requirements": {"complexity": "advanced"},
+}
 
 
-async def run_all(settings: Settings) -> int:
+def run_all(settings: Settings) -> int:
     """Start everything, create the demo tenant, print how to use it, stop all on Ctrl-C."""
     logs = Path(settings.data_dir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -30,25 +40,19 @@ async def run_all(settings: Settings) -> int:
         broker.start()
         print(f"embedded Tansu broker on {broker.url} (pid {broker.pid})", flush=True)
     admin_token = settings.admin_token or secrets.token_urlsafe(24)
-    env = {**os.environ, "LAPVERSE_ADMIN_TOKEN": admin_token, "LAPVERSE_BROKER_URL": settings.broker_url}
+    env = {
+        **os.environ,
+        "LAPVERSE_ADMIN_TOKEN": admin_token,
+        "LAPVERSE_BROKER_URL": settings.broker_url,
+    }
     children: list[subprocess.Popen[bytes]] = []
     try:
-        await ensure_topics(settings)
+        asyncio.run(ensure_topics(settings))
         for role in ("worker", "gateway"):
-            out = open(logs / f"{role}.log", "ab")  # noqa: SIM115, ASYNC230
-            children.append(
-                subprocess.Popen([sys.executable, "-m", "lapverse_streams.cli", role], env=env, stdout=out, stderr=out)
-            )
-            out.close()
-        base = f"http://{settings.gateway_host}:{settings.gateway_port}"
-        api_key = await create_demo_tenant(base, admin_token)
-        await wait_ready(f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz")
-        print_welcome(settings, base, admin_token, api_key, logs)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+            with (logs / f"{role}.log").open("ab") as out:
+                command = [sys.executable, "-m", "lapverse_streams.cli", role]
+                children.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+        asyncio.run(serve_demo(settings, admin_token, logs))
         return 0
     finally:
         for child in children:
@@ -63,15 +67,32 @@ async def run_all(settings: Settings) -> int:
         print("stopped", flush=True)
 
 
+async def serve_demo(settings: Settings, admin_token: str, logs: Path) -> None:
+    """Create the demo tenant once everything is ready, print the welcome, wait for Ctrl-C."""
+    base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    api_key = await create_demo_tenant(base, admin_token)
+    await wait_ready(f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz")
+    print_welcome(settings, base, admin_token, api_key, logs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def create_demo_tenant(base: str, admin_token: str, timeout_s: float = 90) -> str:
     """Wait for the gateway, then create tenant acme and an API key for it."""
     auth = {"Authorization": f"Bearer {admin_token}"}
     async with aiohttp.ClientSession() as session:
         await wait_ready(f"{base}/readyz", timeout_s)
         tenant = {"mrr": 1000.0, "sloTarget": 0.99, "owner": "data-team"}
-        async with session.put(f"{base}/admin/v1/tenants/{DEMO_TENANT}", json=tenant, headers=auth) as r:
+        async with session.put(
+            f"{base}/admin/v1/tenants/{DEMO_TENANT}", json=tenant, headers=auth
+        ) as r:
             r.raise_for_status()
-        async with session.post(f"{base}/admin/v1/tenants/{DEMO_TENANT}/api-keys", headers=auth) as r:
+        async with session.post(
+            f"{base}/admin/v1/tenants/{DEMO_TENANT}/api-keys", headers=auth
+        ) as r:
             r.raise_for_status()
             body = await r.json()
             return str(body["apiKey"])
@@ -93,7 +114,9 @@ async def wait_ready(url: str, timeout_s: float = 90) -> None:
             await asyncio.sleep(0.3)
 
 
-def print_welcome(settings: Settings, base: str, admin_token: str, api_key: str, logs: Path) -> None:
+def print_welcome(
+    settings: Settings, base: str, admin_token: str, api_key: str, logs: Path
+) -> None:
     """The URLs, the secrets of this run and a first request."""
     print(
         f"""
@@ -107,9 +130,10 @@ LapVerse Streams is running.
 
 Try:
   export KEY={api_key}
-  curl -s -X POST {base}/api/v2/tasks -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \\
+  curl -s -X POST {base}/api/v2/tasks \\
+    -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \\
     -H "Idempotency-Key: demo-1" -H "Content-Type: application/json" \\
-    -d '{{"type":"ANALYSIS","priority":"high","description":"Record growth and strong gains","tenant":"{DEMO_TENANT}","platforms":["twitter"],"costCenter":"marketing","requirements":{{"complexity":"advanced"}}}}'
+    -d '{orjson.dumps(DEMO_TASK).decode()}'
 
 Ctrl-C stops everything.""",
         flush=True,

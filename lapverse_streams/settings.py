@@ -53,7 +53,7 @@ class Settings:
             raw = env.get(PREFIX + f.name.upper())
             if raw is None:
                 continue
-            kind = type(f.default)
+            kind: Any = type(f.default)
             values[f.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
         if "otlp_endpoint" not in values and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             values["otlp_endpoint"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"]

@@ -47,7 +47,12 @@ class Stack:
     def start(self, role: str) -> subprocess.Popen[bytes]:
         """Start `lapverse <role>` as its own process."""
         out = (self.logs / f"{role}.log").open("ab")
-        process = subprocess.Popen([sys.executable, "-m", "lapverse_streams.cli", role], env=self.env, stdout=out, stderr=out)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lapverse_streams.cli", role],
+            env=self.env,
+            stdout=out,
+            stderr=out,
+        )
         out.close()
         self.processes[role] = process
         return process
@@ -76,7 +81,9 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/readyz", timeout=1
+                ) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -86,7 +93,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack_factory(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+def stack_factory(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Stack]]:
     """Builds stacks with a fresh topic prefix (hence consumer group); stops them all at the end."""
     stacks: list[Stack] = []
 

@@ -83,7 +83,11 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         finally:
             if self.log_path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -33,9 +34,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             configs = {"cleanup.policy": "compact"} if name in topics.COMPACTED else {}
             wanted.append(NewTopic(full, settings.topic_partitions, 1, topic_configs=configs))
         for new_topic in wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new_topic])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

@@ -68,6 +68,7 @@ def admit(
         return Verdict(
             DecisionReason.MARGIN_EXCEEDED,
             402,
-            f"forecast spend ${usd(forecast)} exceeds {policy.margin_ratio:.0%} of MRR (${usd(limit)})",
+            f"forecast spend ${usd(forecast)} exceeds {policy.margin_ratio:.0%} "
+            f"of MRR (${usd(limit)})",
         )
     return Verdict(DecisionReason.ACCEPTED, 202, "accepted")

@@ -193,10 +193,18 @@ class Governor:
             envelope(short_type, f"{task_id}:decision", tenant_id, decision, now, SOURCE)
         ).decode()
         self.records[task_id] = {
-            "taskId": task_id, "tenant": tenant_id, "key": key, "fingerprint": fingerprint,
-            "status": decision.status, "decision": encoded, "origin": [record.partition, record.offset],
-            "createdMs": now, "estimate": estimate, "type": request.type, "costCenter": request.cost_center,
-        }  # fmt: skip
+            "taskId": task_id,
+            "tenant": tenant_id,
+            "key": key,
+            "fingerprint": fingerprint,
+            "status": decision.status,
+            "decision": encoded,
+            "origin": [record.partition, record.offset],
+            "createdMs": now,
+            "estimate": estimate,
+            "type": request.type,
+            "costCenter": request.cost_center,
+        }
         out.dirty_records[task_id] = record.partition
         if verdict.accepted:
             self.ledgers[tenant_id] = (
@@ -228,10 +236,15 @@ class Governor:
             raise PoisonMessage("unknown_task", f"task {result.task_id} was rejected")
         cost = result.cost_micros if result.status == "completed" else 0
         self.records[result.task_id] = {
-            **existing, "status": result.status, "finalOffset": record.offset, "cost": cost,
-            "result": result.result, "error": result.error, "durationMs": result.duration_ms,
+            **existing,
+            "status": result.status,
+            "finalOffset": record.offset,
+            "cost": cost,
+            "result": result.result,
+            "error": result.error,
+            "durationMs": result.duration_ms,
             "finishedMs": result.finished_at_ms,
-        }  # fmt: skip
+        }
         out.dirty_records[result.task_id] = record.partition
         ledger = Ledger.from_json(self.ledgers.get(tenant_id))
         if not ledger.already_applied("results", record.offset):
@@ -281,8 +294,14 @@ class Governor:
             tags=self.tags(tenant, request.tenant, request.cost_center),
             decided_at_ms=now,
         )
-        ce = envelope("task.rejected", f"{existing['taskId']}:conflict:{record.partition}:{record.offset}",
-                      request.tenant, decision, now, SOURCE)  # fmt: skip
+        ce = envelope(
+            "task.rejected",
+            f"{existing['taskId']}:conflict:{record.partition}:{record.offset}",
+            request.tenant,
+            decision,
+            now,
+            SOURCE,
+        )
         return Outbound(
             "decisions",
             request.tenant.encode(),

@@ -31,8 +31,12 @@ def authenticate_tenant(request: web.Request, config: ConfigView) -> TenantConfi
     token = bearer(request)
     tenant = config.tenant_for_api_key(token) if token else None
     if tenant is None:
-        raise Problem(401, "unauthorized", "a valid Authorization: Bearer <API key> header is required",
-                      headers={"WWW-Authenticate": 'Bearer realm="lapverse"'})  # fmt: skip
+        raise Problem(
+            401,
+            "unauthorized",
+            "a valid Authorization: Bearer <API key> header is required",
+            headers={"WWW-Authenticate": 'Bearer realm="lapverse"'},
+        )
     claimed = request.headers.get("X-Tenant-ID")
     if claimed != tenant.tenant_id:
         raise Problem(403, "wrong-tenant", "X-Tenant-ID does not match the API key's tenant")
@@ -43,5 +47,9 @@ def authenticate_admin(request: web.Request, admin_token: str) -> None:
     """Require the admin bearer token (401)."""
     token = bearer(request) or ""
     if not admin_token or not hmac.compare_digest(token.encode(), admin_token.encode()):
-        raise Problem(401, "unauthorized", "the admin token is required",
-                      headers={"WWW-Authenticate": 'Bearer realm="lapverse-admin"'})  # fmt: skip
+        raise Problem(
+            401,
+            "unauthorized",
+            "the admin token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="lapverse-admin"'},
+        )

@@ -70,10 +70,17 @@ class Bridge:
         )
         await consumer.start()
         self._consumer = consumer
-        names = [self.settings.topic(topics.TASK_DECISIONS), self.settings.topic(topics.TASK_RESULTS)]
+        names = [
+            self.settings.topic(topics.TASK_DECISIONS),
+            self.settings.topic(topics.TASK_RESULTS),
+        ]
         await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
         consumer.assign(
-            [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or {0})]
+            [
+                TopicPartition(n, p)
+                for n in names
+                for p in sorted(consumer.partitions_for_topic(n) or {0})
+            ]
         )
         self.connected = True
         self._reader = asyncio.create_task(self._read(), name="gateway-reader")
@@ -122,7 +129,9 @@ class Bridge:
             if state is not None and state.result is None:
                 state.result = data
 
-    async def submit(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], request_id: str) -> Reply | None:
+    async def submit(
+        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], request_id: str
+    ) -> Reply | None:
         """Write a request and wait briefly for its decision; None means still pending."""
         assert self._producer is not None
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -130,7 +139,9 @@ class Bridge:
         try:
             try:
                 await asyncio.wait_for(
-                    self._producer.send_and_wait(self.settings.topic(topics.TASKS), value, key=key, headers=headers),
+                    self._producer.send_and_wait(
+                        self.settings.topic(topics.TASKS), value, key=key, headers=headers
+                    ),
                     timeout=self.settings.decision_timeout_ms / 1000 + 5,
                 )
             except (KafkaError, TimeoutError) as exc:
@@ -138,7 +149,9 @@ class Bridge:
                 raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
             self.connected = True
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter), self.settings.decision_timeout_ms / 1000)
+                return await asyncio.wait_for(
+                    asyncio.shield(waiter), self.settings.decision_timeout_ms / 1000
+                )
             except TimeoutError:
                 return None
         finally:
@@ -148,7 +161,9 @@ class Bridge:
         """Write a configuration record and wait for the broker's acknowledgement."""
         assert self._producer is not None
         try:
-            await asyncio.wait_for(self._producer.send_and_wait(self.settings.topic(topic), value, key=key), 10)
+            await asyncio.wait_for(
+                self._producer.send_and_wait(self.settings.topic(topic), value, key=key), 10
+            )
         except (KafkaError, TimeoutError) as exc:
             self.connected = False
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc

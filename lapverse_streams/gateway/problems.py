@@ -28,7 +28,12 @@ class Problem(web.HTTPException):
     """An HTTP error rendered as application/problem+json."""
 
     def __init__(
-        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         body = {
             "type": PROBLEM_TYPE + code,
@@ -45,6 +50,10 @@ class Problem(web.HTTPException):
         )
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """orjson-encoded application/json response."""
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )

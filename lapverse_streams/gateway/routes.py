@@ -16,7 +16,13 @@ from lapverse_streams.domain import flags, idempotency
 from lapverse_streams.domain.pricing import task_estimate_micros, usd, usd_to_micros
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import encode, envelope
-from lapverse_streams.events.models import FinOpsTags, FlagConfig, TaskRequest, TaskRequested, TenantConfig
+from lapverse_streams.events.models import (
+    FinOpsTags,
+    FlagConfig,
+    TaskRequest,
+    TaskRequested,
+    TenantConfig,
+)
 from lapverse_streams.gateway.auth import authenticate_admin, authenticate_tenant, new_api_key
 from lapverse_streams.gateway.bridge import Bridge, BrokerUnavailable, Reply
 from lapverse_streams.gateway.problems import Problem, json_response
@@ -25,6 +31,7 @@ from lapverse_streams.settings import Settings
 
 SOURCE = "/lapverse/gateway"
 M = TypeVar("M", bound=BaseModel)
+MAX_FLAG_KEY_LEN = 200
 tracer = trace.get_tracer("lapverse.gateway")
 
 
@@ -44,8 +51,13 @@ class Routes:
 
     def tags(self, tenant: TenantConfig, cost_center: str) -> FinOpsTags:
         """FinOps tags for a request of this tenant."""
-        return FinOpsTags(environment=self.settings.environment, tenant_id=tenant.tenant_id,
-                          cost_center=cost_center, owner=tenant.owner, version=self.settings.version)  # fmt: skip
+        return FinOpsTags(
+            environment=self.settings.environment,
+            tenant_id=tenant.tenant_id,
+            cost_center=cost_center,
+            owner=tenant.owner,
+            version=self.settings.version,
+        )
 
     async def post_task(self, request: web.Request) -> web.Response:
         """POST /api/v2/tasks: write task.requested and answer with the admission decision."""
@@ -62,26 +74,46 @@ class Routes:
             raise Problem(403, "wrong-tenant", "body.tenant does not match the API key's tenant")
         task_id = idempotency.task_id(tenant.tenant_id, key)
         if task_id in self._in_flight:
-            raise Problem(409, "request-in-progress", "a request with this Idempotency-Key is still being decided")
+            raise Problem(
+                409,
+                "request-in-progress",
+                "a request with this Idempotency-Key is still being decided",
+            )
         self._in_flight.add(task_id)
         try:
-            with tracer.start_as_current_span("POST /api/v2/tasks", attributes={"lapverse.task_id": task_id}):
-                requested = TaskRequested(**task.model_dump(), tags=self.tags(tenant, task.cost_center))
-                event = envelope("task.requested", key, tenant.tenant_id, requested, now_ms(), SOURCE)
+            with tracer.start_as_current_span(
+                "POST /api/v2/tasks", attributes={"lapverse.task_id": task_id}
+            ):
+                requested = TaskRequested(
+                    **task.model_dump(), tags=self.tags(tenant, task.cost_center)
+                )
+                event = envelope(
+                    "task.requested", key, tenant.tenant_id, requested, now_ms(), SOURCE
+                )
                 request_id = uuid.uuid4().hex
                 headers = inject_headers([("lapverse-request-id", request_id.encode())])
                 try:
-                    reply = await self.bridge.submit(tenant.tenant_id.encode(), encode(event), headers, request_id)
+                    reply = await self.bridge.submit(
+                        tenant.tenant_id.encode(), encode(event), headers, request_id
+                    )
                 except BrokerUnavailable as exc:
-                    raise Problem(503, "broker-unavailable", f"the request was not accepted: {exc}",
-                                  headers={"Retry-After": "5"}) from exc  # fmt: skip
+                    raise Problem(
+                        503,
+                        "broker-unavailable",
+                        f"the request was not accepted: {exc}",
+                        headers={"Retry-After": "5"},
+                    ) from exc
         finally:
             self._in_flight.discard(task_id)
         location = f"/api/v2/tasks/{task_id}"
         if reply is None:
             estimate = usd(task_estimate_micros(task.requirements.complexity))
-            body_out = {"taskId": task_id, "status": "pending", "costEstimate": estimate,
-                        "tags": requested.tags.model_dump(by_alias=True) if requested.tags else None}  # fmt: skip
+            body_out = {
+                "taskId": task_id,
+                "status": "pending",
+                "costEstimate": estimate,
+                "tags": requested.tags.model_dump(by_alias=True) if requested.tags else None,
+            }
             return json_response(body_out, 202, {"Location": location})
         return render_decision(reply, location)
 
@@ -93,17 +125,19 @@ class Routes:
             raise Problem(404, "not-found", "no such task for this tenant")
         decision, result = state.decision, state.result
         status = result["status"] if result else decision["status"]
-        return json_response({
-            "taskId": decision["taskId"],
-            "status": status,
-            "reason": decision["reason"],
-            "costEstimate": usd(decision["costEstimateMicros"]),
-            "cost": usd(result["costMicros"]) if result else None,
-            "result": result.get("result") if result else None,
-            "error": result.get("error") if result else None,
-            "durationMs": result["durationMs"] if result else None,
-            "tags": decision["tags"],
-        })  # fmt: skip
+        return json_response(
+            {
+                "taskId": decision["taskId"],
+                "status": status,
+                "reason": decision["reason"],
+                "costEstimate": usd(decision["costEstimateMicros"]),
+                "cost": usd(result["costMicros"]) if result else None,
+                "result": result.get("result") if result else None,
+                "error": result.get("error") if result else None,
+                "durationMs": result["durationMs"] if result else None,
+                "tags": decision["tags"],
+            }
+        )
 
     async def put_tenant(self, request: web.Request) -> web.Response:
         """PUT /admin/v1/tenants/{tenantId}: create or update a tenant."""
@@ -120,9 +154,14 @@ class Routes:
                 latency_objective_ms=body.latency_objective_ms,
                 owner=body.owner,
                 api_key_hashes=old.api_key_hashes if old else (),
-                tags=FinOpsTags(environment=self.settings.environment, tenant_id=tenant_id,
-                                cost_center="platform", owner=body.owner, version=self.settings.version),
-            )  # fmt: skip
+                tags=FinOpsTags(
+                    environment=self.settings.environment,
+                    tenant_id=tenant_id,
+                    cost_center="platform",
+                    owner=body.owner,
+                    version=self.settings.version,
+                ),
+            )
         except ValidationError as exc:
             raise Problem(400, "invalid-body", field_errors(exc)) from None
         await self.publish_tenant(tenant)
@@ -143,20 +182,36 @@ class Routes:
         """PUT /admin/v1/flags/{flagKey}: store a flagd flag definition."""
         authenticate_admin(request, self.settings.admin_token)
         flag_key = request.match_info["flag_key"]
+        if len(flag_key) > MAX_FLAG_KEY_LEN:
+            raise Problem(400, "invalid-flag", f"flag keys are at most {MAX_FLAG_KEY_LEN} characters")
         try:
             definition = flags.validate_flag(await read_json(request))
         except flags.FlagDefinitionError as exc:
             raise Problem(400, "invalid-flag", str(exc)) from None
-        event = envelope("flag.configured", f"{flag_key}:{now_ms()}", flag_key,
-                         FlagConfig(flag_key=flag_key, definition=definition), now_ms(), SOURCE)  # fmt: skip
+        event = envelope(
+            "flag.configured",
+            f"{flag_key}:{now_ms()}",
+            flag_key,
+            FlagConfig(flag_key=flag_key, definition=definition),
+            now_ms(),
+            SOURCE,
+        )
         await self.publish(topics.FLAGS, flag_key, encode(event))
         self.config.flags[flag_key] = definition
         return json_response({"flagKey": flag_key, **definition})
 
     async def publish_tenant(self, tenant: TenantConfig) -> None:
         """Write tenant configuration and apply it locally (read-your-writes)."""
-        event = encode(envelope("tenant.configured", f"{tenant.tenant_id}:{now_ms()}", tenant.tenant_id,
-                                tenant, now_ms(), SOURCE))  # fmt: skip
+        event = encode(
+            envelope(
+                "tenant.configured",
+                f"{tenant.tenant_id}:{now_ms()}",
+                tenant.tenant_id,
+                tenant,
+                now_ms(),
+                SOURCE,
+            )
+        )
         await self.publish(topics.TENANTS, tenant.tenant_id, event)
         self.config.apply(self.settings.topic(topics.TENANTS), tenant.tenant_id.encode(), event)
 
@@ -165,7 +220,9 @@ class Routes:
         try:
             await self.bridge.publish(topic, key.encode(), value)
         except BrokerUnavailable as exc:
-            raise Problem(503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}) from exc
+            raise Problem(
+                503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
+            ) from exc
 
 
 class TenantBody(BaseModel):
@@ -199,13 +256,22 @@ def render_decision(reply: Reply, location: str) -> web.Response:
     if reply.replayed:
         headers["Idempotent-Replayed"] = "true"
     if data["status"] == "accepted":
-        body = {"taskId": data["taskId"], "status": "accepted",
-                "costEstimate": usd(data["costEstimateMicros"]), "tags": data["tags"]}  # fmt: skip
+        body = {
+            "taskId": data["taskId"],
+            "status": "accepted",
+            "costEstimate": usd(data["costEstimateMicros"]),
+            "tags": data["tags"],
+        }
         return json_response(body, 202, headers)
     if data.get("retryAfterS"):
         headers["Retry-After"] = str(data["retryAfterS"])
-    raise Problem(data["httpStatus"], data["reason"].replace("_", "-"), data["detail"],
-                  headers=headers, taskId=data["taskId"])  # fmt: skip
+    raise Problem(
+        data["httpStatus"],
+        data["reason"].replace("_", "-"),
+        data["detail"],
+        headers=headers,
+        taskId=data["taskId"],
+    )
 
 
 async def read_json(request: web.Request) -> Any:
@@ -233,7 +299,9 @@ def parse_body(model: type[M], body: Any) -> M:
 
 def field_errors(exc: ValidationError) -> str:
     """One line naming each invalid field."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def field_list(exc: ValidationError) -> list[str]:

@@ -33,7 +33,11 @@ OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
 async def problems_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error as problem+json and count every request."""
     started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched"
+    )
     status = 500
     try:
         response = await handler(request)
@@ -44,7 +48,9 @@ async def problems_and_metrics(request: web.Request, handler: Handler) -> web.St
         raise
     except web.HTTPRequestEntityTooLarge:
         status = 413
-        raise Problem(413, "too-large", f"the body exceeds {request.app[SETTINGS].max_body_bytes} bytes") from None
+        raise Problem(
+            413, "too-large", f"the body exceeds {request.app[SETTINGS].max_body_bytes} bytes"
+        ) from None
     except web.HTTPException as exc:
         status = exc.status
         raise Problem(exc.status, "http-error", exc.reason) from None
@@ -59,7 +65,9 @@ async def problems_and_metrics(request: web.Request, handler: Handler) -> web.St
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway application; Kafka clients start in its cleanup context."""
-    app = web.Application(middlewares=[problems_and_metrics], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[problems_and_metrics], client_max_size=settings.max_body_bytes
+    )
     config = ConfigView(settings)
     bridge = Bridge(settings)
     app[SETTINGS], app[METRICS], app[CONFIG], app[BRIDGE] = settings, Metrics(), config, bridge
@@ -74,14 +82,18 @@ def create_app(settings: Settings) -> web.Application:
         await config.stop()
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=app[METRICS].exposition(), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            body=app[METRICS].exposition(), content_type="text/plain", charset="utf-8"
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         if not (config.ready and bridge.connected):
-            raise Problem(503, "not-ready", "not connected to Kafka yet", headers={"Retry-After": "1"})
+            raise Problem(
+                503, "not-ready", "not connected to Kafka yet", headers={"Retry-After": "1"}
+            )
         return json_response({"status": "ready"})
 
     async def openapi(request: web.Request) -> web.Response:
@@ -107,7 +119,9 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings) -> None:
     """Run the gateway until cancelled."""
     configure_logging("lapverse-gateway", settings.log_level)
-    provider = setup_tracing("lapverse-gateway", settings.environment, settings.otlp_endpoint or None)
+    provider = setup_tracing(
+        "lapverse-gateway", settings.environment, settings.otlp_endpoint or None
+    )
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)

@@ -21,7 +21,9 @@ def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[
     """What an operator wants at a glance."""
     per_tenant: dict[str, dict[str, Any]] = {}
     for state in bridge.tasks.values():
-        entry = per_tenant.setdefault(state.tenant, {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0})
+        entry = per_tenant.setdefault(
+            state.tenant, {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0}
+        )
         if state.result:
             entry[state.result["status"]] += 1
             entry["costMicros"] += state.result["costMicros"]

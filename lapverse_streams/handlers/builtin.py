@@ -11,9 +11,66 @@ from lapverse_streams.events.models import TaskRequest
 from lapverse_streams.handlers.base import Outcome
 
 _WORD = re.compile(r"[A-Za-z']+")
-_STOP = frozenset("a an and are as at be by for from in is it of on or that the to was were with".split())
-_POSITIVE = frozenset("good great excellent gain gains growth up beat strong record win wins improve".split())
-_NEGATIVE = frozenset("bad poor loss losses down miss weak decline drop fail fails risk crash".split())
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "to",
+        "was",
+        "were",
+        "with",
+    ]
+)
+_POSITIVE = frozenset(
+    [
+        "good",
+        "great",
+        "excellent",
+        "gain",
+        "gains",
+        "growth",
+        "up",
+        "beat",
+        "strong",
+        "record",
+        "win",
+        "wins",
+        "improve",
+    ]
+)
+_NEGATIVE = frozenset(
+    [
+        "bad",
+        "poor",
+        "loss",
+        "losses",
+        "down",
+        "miss",
+        "weak",
+        "decline",
+        "drop",
+        "fail",
+        "fails",
+        "risk",
+        "crash",
+    ]
+)
 
 
 class AnalysisHandler:
@@ -54,6 +111,6 @@ class ChaosHandler:
         """Sleep, then fail or succeed at the requested rate."""
         extra = request.requirements.model_extra or {}
         await asyncio.sleep(float(extra.get("sleepMs", 0)) / 1000)
-        if random.random() < float(extra.get("failureRate", 1.0)):  # noqa: S311
+        if random.random() < float(extra.get("failureRate", 1.0)):
             raise RuntimeError("chaos: injected failure")
         return Outcome({"chaos": "survived"})

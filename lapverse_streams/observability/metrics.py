@@ -13,26 +13,76 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.tasks = Counter("lapverse_tasks", "Tasks by type, tenant and outcome", ["type", "tenant", "outcome"], registry=r)
-        self.decisions = Counter("lapverse_admission_decisions", "Admission decisions by reason", ["reason"], registry=r)
-        self.replays = Counter("lapverse_idempotent_replays", "Idempotent replays", ["tenant"], registry=r)
-        self.duplicates = Counter("lapverse_duplicate_results", "Redelivered results ignored", ["tenant"], registry=r)
-        self.task_duration = Histogram("lapverse_task_duration_ms", "Task duration in ms", ["type"], buckets=DURATION_BUCKETS_MS, registry=r)
-        self.dlq = Counter("lapverse_dlq", "Dead letters by source and reason", ["topic", "reason"], registry=r)
-        self.burn_rate = Gauge("lapverse_budget_burn_rate", "Error-budget burn rate", ["tenant", "window"], registry=r)
-        self.budget_remaining = Gauge("lapverse_budget_remaining_ratio", "Error budget left", ["tenant"], registry=r)
-        self.spend = Gauge("lapverse_spend_usd", "Spend this billing period", ["tenant", "cost_center"], registry=r)
-        self.reserved = Gauge("lapverse_reserved_usd", "Reserved cost of unfinished work", ["tenant"], registry=r)
+        self.tasks = Counter(
+            "lapverse_tasks",
+            "Tasks by type, tenant and outcome",
+            ["type", "tenant", "outcome"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "lapverse_admission_decisions", "Admission decisions by reason", ["reason"], registry=r
+        )
+        self.replays = Counter(
+            "lapverse_idempotent_replays", "Idempotent replays", ["tenant"], registry=r
+        )
+        self.duplicates = Counter(
+            "lapverse_duplicate_results", "Redelivered results ignored", ["tenant"], registry=r
+        )
+        self.task_duration = Histogram(
+            "lapverse_task_duration_ms",
+            "Task duration in ms",
+            ["type"],
+            buckets=DURATION_BUCKETS_MS,
+            registry=r,
+        )
+        self.dlq = Counter(
+            "lapverse_dlq", "Dead letters by source and reason", ["topic", "reason"], registry=r
+        )
+        self.burn_rate = Gauge(
+            "lapverse_budget_burn_rate", "Error-budget burn rate", ["tenant", "window"], registry=r
+        )
+        self.budget_remaining = Gauge(
+            "lapverse_budget_remaining_ratio", "Error budget left", ["tenant"], registry=r
+        )
+        self.spend = Gauge(
+            "lapverse_spend_usd", "Spend this billing period", ["tenant", "cost_center"], registry=r
+        )
+        self.reserved = Gauge(
+            "lapverse_reserved_usd", "Reserved cost of unfinished work", ["tenant"], registry=r
+        )
         self.mrr = Gauge("lapverse_mrr_usd", "Tenant MRR", ["tenant"], registry=r)
         self.table_keys = Gauge("lapverse_table_keys", "Keys per table", ["table"], registry=r)
-        self.consumer_lag = Gauge("lapverse_consumer_lag", "Consumer lag", ["topic", "partition"], registry=r)
-        self.http_requests = Counter("lapverse_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
-        self.http_duration = Histogram("lapverse_http_request_duration_seconds", "HTTP latency", ["route"], registry=r)
-        self.breaker_state = Gauge("lapverse_breaker_state", "Breaker state (0 closed, 1 half-open, 2 open)", ["breaker"], registry=r)
-        self.competitions = Counter("lapverse_competitions", "Competitions completed", ["tenant"], registry=r)
-        self.cost_per_competition = Gauge("lapverse_cost_per_competition", "Cost of the last competition", ["tenant"], registry=r)
-        self.win_rate = Gauge("lapverse_win_rate", "Win rate per variant", ["tenant", "variant"], registry=r)
-        self.batch_size = Histogram("lapverse_batch_size", "Records per agent batch", ["agent"], buckets=(1, 5, 10, 50, 100, 250, 500, 1000), registry=r)
+        self.consumer_lag = Gauge(
+            "lapverse_consumer_lag", "Consumer lag", ["topic", "partition"], registry=r
+        )
+        self.http_requests = Counter(
+            "lapverse_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "lapverse_http_request_duration_seconds", "HTTP latency", ["route"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "lapverse_breaker_state",
+            "Breaker state (0 closed, 1 half-open, 2 open)",
+            ["breaker"],
+            registry=r,
+        )
+        self.competitions = Counter(
+            "lapverse_competitions", "Competitions completed", ["tenant"], registry=r
+        )
+        self.cost_per_competition = Gauge(
+            "lapverse_cost_per_competition", "Cost of the last competition", ["tenant"], registry=r
+        )
+        self.win_rate = Gauge(
+            "lapverse_win_rate", "Win rate per variant", ["tenant", "variant"], registry=r
+        )
+        self.batch_size = Histogram(
+            "lapverse_batch_size",
+            "Records per agent batch",
+            ["agent"],
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """Prometheus text format."""

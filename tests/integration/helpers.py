@@ -18,12 +18,18 @@ from tests.conftest import ADMIN_TOKEN, Stack
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-async def create_tenant(session: aiohttp.ClientSession, stack: Stack, tenant_id: str, **body: Any) -> str:
+async def create_tenant(
+    session: aiohttp.ClientSession, stack: Stack, tenant_id: str, **body: Any
+) -> str:
     """PUT the tenant and return a fresh API key for it."""
     tenant = {"mrr": 1000.0, "sloTarget": 0.99, "owner": "qa", **body}
-    async with session.put(f"{stack.base_url}/admin/v1/tenants/{tenant_id}", json=tenant, headers=ADMIN) as r:
+    async with session.put(
+        f"{stack.base_url}/admin/v1/tenants/{tenant_id}", json=tenant, headers=ADMIN
+    ) as r:
         assert r.status in (200, 201), await r.text()
-    async with session.post(f"{stack.base_url}/admin/v1/tenants/{tenant_id}/api-keys", headers=ADMIN) as r:
+    async with session.post(
+        f"{stack.base_url}/admin/v1/tenants/{tenant_id}/api-keys", headers=ADMIN
+    ) as r:
         assert r.status == 201
         return str((await r.json())["apiKey"])
 
@@ -43,18 +49,32 @@ def task_body(tenant: str, **overrides: Any) -> dict[str, Any]:
 
 
 async def post_task(
-    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, body: Any, key: str | None = None
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    api_key: str,
+    tenant: str,
+    body: Any,
+    key: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """POST /api/v2/tasks; returns status, headers and raw body."""
-    headers = {"Authorization": f"Bearer {api_key}", "X-Tenant-ID": tenant, "Idempotency-Key": key or uuid.uuid4().hex}
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "X-Tenant-ID": tenant,
+        "Idempotency-Key": key or uuid.uuid4().hex,
+    }
     async with session.post(f"{stack.base_url}/api/v2/tasks", json=body, headers=headers) as r:
         return r.status, dict(r.headers), await r.read()
 
 
 async def wait_task(
-    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, task_id: str,
-    done: tuple[str, ...] = ("completed", "failed"), timeout_s: float = 30,
-) -> dict[str, Any]:  # fmt: skip
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    api_key: str,
+    tenant: str,
+    task_id: str,
+    done: tuple[str, ...] = ("completed", "failed"),
+    timeout_s: float = 30,
+) -> dict[str, Any]:
     """Poll GET /api/v2/tasks/{id} until it reaches one of `done`."""
     headers = {"Authorization": f"Bearer {api_key}", "X-Tenant-ID": tenant}
     deadline = time.monotonic() + timeout_s
@@ -73,12 +93,16 @@ async def read_topic(
     settings: Settings, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 30
 ) -> list[Any]:
     """Read a topic from the beginning (all partitions, no group) until `until(records)`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         await consumer.topics()
         name = settings.topic(topic) if not topic.startswith(settings.topic_prefix) else topic
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})]
+        partitions = [
+            TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})
+        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list[Any] = []
@@ -93,7 +117,9 @@ async def read_topic(
         await consumer.stop()
 
 
-async def ledger_of(settings: Settings, tenant: str, app_id: str = "lapverse-streams") -> dict[str, Any]:
+async def ledger_of(
+    settings: Settings, tenant: str, app_id: str = "lapverse-streams"
+) -> dict[str, Any]:
     """The tenant's ledger as the worker last wrote it to its changelog."""
     topic = f"{settings.topic_prefix}{app_id}-ledger-changelog"
     records = await drain(settings, topic)
@@ -104,11 +130,15 @@ async def ledger_of(settings: Settings, tenant: str, app_id: str = "lapverse-str
 
 async def drain(settings: Settings, topic: str) -> list[Any]:
     """Every record currently in a topic (full name)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})
+        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

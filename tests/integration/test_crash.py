@@ -1,4 +1,4 @@
-"""A worker killed with SIGKILL mid-stream and restarted charges every accepted task exactly once."""
+"""A worker SIGKILLed mid-stream and restarted charges every accepted task exactly once."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ pytestmark = pytest.mark.kafka
 TASKS = 600
 
 
-def test_sigkill_mid_stream_then_restart_charges_each_task_once(stack_factory: Callable[..., Stack]) -> None:
+def test_sigkill_mid_stream_then_restart_charges_each_task_once(
+    stack_factory: Callable[..., Stack],
+) -> None:
     stack = stack_factory()
     stack.start("gateway")
     stack.start("worker")
@@ -72,9 +74,22 @@ async def crash_and_recover(stack: Stack) -> None:
         dids = {}
         for r in dec:
             d = orjson.loads(r.value)["data"]
-            dids.setdefault(d["idempotencyKey"], []).append((r.offset, d["status"], list(r.headers)))
+            dids.setdefault(d["idempotencyKey"], []).append(
+                (r.offset, d["status"], list(r.headers))
+            )
         rids = {orjson.loads(r.value)["data"]["taskId"] for r in res}
-        print("decisions", len(dec), "distinct", len(dids), "results", len(res), "distinct", len(rids), "dlq", len(dlq))
+        print(
+            "decisions",
+            len(dec),
+            "distinct",
+            len(dids),
+            "results",
+            len(res),
+            "distinct",
+            len(rids),
+            "dlq",
+            len(dlq),
+        )
         missing = [k for k in (f"crash-{i}" for i in range(TASKS)) if k not in dids]
         print("no decision:", missing[:20], len(missing))
         raise

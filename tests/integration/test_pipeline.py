@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -38,30 +37,54 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-async def test_auth_and_input_errors_are_problem_json(session: aiohttp.ClientSession, stack: Stack) -> None:
+async def test_auth_and_input_errors_are_problem_json(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
     key = await create_tenant(session, stack, "auth")
     body = task_body("auth")
     url = f"{stack.base_url}/api/v2/tasks"
     cases = [
         ({"X-Tenant-ID": "auth", "Idempotency-Key": "a"}, body, 401),
-        ({"Authorization": "Bearer lv_wrong", "X-Tenant-ID": "auth", "Idempotency-Key": "a"}, body, 401),
-        ({"Authorization": f"Bearer {key}", "X-Tenant-ID": "other", "Idempotency-Key": "a"}, body, 403),
+        (
+            {"Authorization": "Bearer lv_wrong", "X-Tenant-ID": "auth", "Idempotency-Key": "a"},
+            body,
+            401,
+        ),
+        (
+            {"Authorization": f"Bearer {key}", "X-Tenant-ID": "other", "Idempotency-Key": "a"},
+            body,
+            403,
+        ),
         ({"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth"}, body, 400),
-        ({"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth", "Idempotency-Key": "k" * 256}, body, 400),
-        ({"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth", "Idempotency-Key": "a"}, {**body, "tenant": "other"}, 403),
-    ]  # fmt: skip
+        (
+            {"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth", "Idempotency-Key": "k" * 256},
+            body,
+            400,
+        ),
+        (
+            {"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth", "Idempotency-Key": "a"},
+            {**body, "tenant": "other"},
+            403,
+        ),
+    ]
     for headers, payload, status in cases:
         async with session.post(url, json=payload, headers=headers) as r:
             assert r.status == status, (headers, await r.text())
             assert r.content_type == "application/problem+json"
     good = {"Authorization": f"Bearer {key}", "X-Tenant-ID": "auth", "Idempotency-Key": "b"}
-    async with session.post(url, json={**body, "priority": "urgent", "requirements": {"complexity": 3}}, headers=good) as r:
+    async with session.post(
+        url, json={**body, "priority": "urgent", "requirements": {"complexity": 3}}, headers=good
+    ) as r:
         problem = await r.json()
         assert r.status == 400
         assert problem["fields"] == ["priority", "requirements.complexity"]
-    async with session.post(url, data=b"{not json", headers={**good, "Content-Type": "application/json"}) as r:
+    async with session.post(
+        url, data=b"{not json", headers={**good, "Content-Type": "application/json"}
+    ) as r:
         assert r.status == 400
-    async with session.post(url, data=b"x" * 100_000, headers={**good, "Content-Type": "application/json"}) as r:
+    async with session.post(
+        url, data=b"x" * 100_000, headers={**good, "Content-Type": "application/json"}
+    ) as r:
         assert r.status == 413
     async with session.get(f"{stack.base_url}/admin/v1/flags/x", headers=ADMIN) as r:
         assert r.status == 405
@@ -70,9 +93,13 @@ async def test_auth_and_input_errors_are_problem_json(session: aiohttp.ClientSes
         assert r.status == 401
 
 
-async def test_accept_complete_replay_and_conflict(session: aiohttp.ClientSession, stack: Stack) -> None:
+async def test_accept_complete_replay_and_conflict(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
     key = await create_tenant(session, stack, "acme")
-    status, headers, raw = await post_task(session, stack, key, "acme", task_body("acme"), key="order-1")
+    status, headers, raw = await post_task(
+        session, stack, key, "acme", task_body("acme"), key="order-1"
+    )
     assert status == 202, raw
     first = orjson.loads(raw)
     assert first["status"] == "accepted"
@@ -85,10 +112,14 @@ async def test_accept_complete_replay_and_conflict(session: aiohttp.ClientSessio
     assert done["cost"] == 0.01
     assert done["result"]["sentiment"]["label"] == "positive"
 
-    status, headers, again = await post_task(session, stack, key, "acme", task_body("acme"), key="order-1")
+    status, headers, again = await post_task(
+        session, stack, key, "acme", task_body("acme"), key="order-1"
+    )
     assert (status, headers.get("Idempotent-Replayed"), again) == (202, "true", raw)
 
-    status, _, conflict = await post_task(session, stack, key, "acme", task_body("acme", description="other"), key="order-1")
+    status, _, conflict = await post_task(
+        session, stack, key, "acme", task_body("acme", description="other"), key="order-1"
+    )
     assert status == 422, conflict
 
     other_key = await create_tenant(session, stack, "globex")
@@ -99,7 +130,9 @@ async def test_accept_complete_replay_and_conflict(session: aiohttp.ClientSessio
         assert r.status == 404
 
 
-async def test_flag_turns_a_task_type_off_for_one_tenant(session: aiohttp.ClientSession, stack: Stack) -> None:
+async def test_flag_turns_a_task_type_off_for_one_tenant(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
     key = await create_tenant(session, stack, "flagged")
     flag = {
         "state": "ENABLED",
@@ -107,16 +140,22 @@ async def test_flag_turns_a_task_type_off_for_one_tenant(session: aiohttp.Client
         "defaultVariant": "on",
         "targeting": {"if": [{"==": [{"var": "tenantId"}, "flagged"]}, "off", "on"]},
     }
-    async with session.put(f"{stack.base_url}/admin/v1/flags/task-type.ANALYSIS", json=flag, headers=ADMIN) as r:
+    async with session.put(
+        f"{stack.base_url}/admin/v1/flags/task-type.ANALYSIS", json=flag, headers=ADMIN
+    ) as r:
         assert r.status == 200, await r.text()
-    async with session.put(f"{stack.base_url}/admin/v1/flags/bad", json={"variants": {}}, headers=ADMIN) as r:
+    async with session.put(
+        f"{stack.base_url}/admin/v1/flags/bad", json={"variants": {}}, headers=ADMIN
+    ) as r:
         assert r.status == 400
     deadline = time.monotonic() + 10
     status = 0
     while status != 404 and time.monotonic() < deadline:  # the worker reads the flag asynchronously
         status, _, raw = await post_task(session, stack, key, "flagged", task_body("flagged"))
     assert status == 404, raw
-    status, _, _ = await post_task(session, stack, key, "flagged", task_body("flagged", type="NOOP"))
+    status, _, _ = await post_task(
+        session, stack, key, "flagged", task_body("flagged", type="NOOP")
+    )
     assert status == 202
 
 
@@ -128,33 +167,47 @@ async def test_margin_guardrail_answers_402(session: aiohttp.ClientSession, stac
     assert orjson.loads(raw)["type"].endswith("margin-exceeded")
 
 
-async def test_exhausted_error_budget_answers_503_with_retry_after(session: aiohttp.ClientSession, stack: Stack) -> None:
+async def test_exhausted_error_budget_answers_503_with_retry_after(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
     key = await create_tenant(session, stack, "flaky", sloTarget=0.9)
     ids = []
     for _ in range(10):
-        status, _, raw = await post_task(session, stack, key, "flaky", task_body("flaky", type="CHAOS"))
+        status, _, raw = await post_task(
+            session, stack, key, "flaky", task_body("flaky", type="CHAOS")
+        )
         assert status == 202, raw
         ids.append(orjson.loads(raw)["taskId"])
     for task_id in ids:
         assert (await wait_task(session, stack, key, "flaky", task_id))["status"] == "failed"
     deadline = time.monotonic() + 10
     status = 0
-    while status != 503 and time.monotonic() < deadline:  # the governor reads results asynchronously
-        status, headers, raw = await post_task(session, stack, key, "flaky", task_body("flaky", type="CHAOS"))
+    while (
+        status != 503 and time.monotonic() < deadline
+    ):  # the governor reads results asynchronously
+        status, headers, raw = await post_task(
+            session, stack, key, "flaky", task_body("flaky", type="CHAOS")
+        )
     assert status == 503, raw
     assert int(headers["Retry-After"]) >= 60
 
 
-async def test_direct_producer_and_dead_letters(session: aiohttp.ClientSession, stack: Stack) -> None:
+async def test_direct_producer_and_dead_letters(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
     await create_tenant(session, stack, "direct")
     settings = stack.settings
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
     try:
         request = TaskRequested(type="ANALYSIS", tenant="direct", description="direct to kafka")
-        event = envelope("task.requested", "direct-key-1", "direct", request, int(time.time() * 1000), "/svc")
+        event = envelope(
+            "task.requested", "direct-key-1", "direct", request, int(time.time() * 1000), "/svc"
+        )
         await producer.send_and_wait(settings.topic(topics.TASKS), encode(event), key=b"direct")
-        await producer.send_and_wait(settings.topic(topics.TASKS), b"\xff garbage", key=b"direct", headers=[("x", b"1")])
+        await producer.send_and_wait(
+            settings.topic(topics.TASKS), b"\xff garbage", key=b"direct", headers=[("x", b"1")]
+        )
     finally:
         await producer.stop()
     task_id = idempotency.task_id("direct", "direct-key-1")
@@ -163,7 +216,9 @@ async def test_direct_producer_and_dead_letters(session: aiohttp.ClientSession, 
     )
     [decision] = [orjson.loads(r.value) for r in decisions if task_id.encode() in r.value]
     assert decision["type"] == "io.lapverse.task.accepted.v1"
-    dead = await read_topic(settings, topics.DLQ, lambda rs: any(r.value == b"\xff garbage" for r in rs))
+    dead = await read_topic(
+        settings, topics.DLQ, lambda rs: any(r.value == b"\xff garbage" for r in rs)
+    )
     [letter] = [r for r in dead if r.value == b"\xff garbage"]
     assert letter.key == b"direct"
     hdrs = list(letter.headers)
@@ -171,7 +226,9 @@ async def test_direct_producer_and_dead_letters(session: aiohttp.ClientSession, 
     assert header(hdrs, "lapverse-dlq-reason") == "not_json"
     assert header(hdrs, "lapverse-dlq-offset") is not None
     # the agent carried on after the poison message
-    status, _, raw = await post_task(session, stack, await create_tenant(session, stack, "after"), "after", task_body("after"))
+    status, _, raw = await post_task(
+        session, stack, await create_tenant(session, stack, "after"), "after", task_body("after")
+    )
     assert status == 202, raw
 
 
@@ -180,7 +237,10 @@ async def test_fifty_concurrent_posts_with_one_key_make_one_task_and_one_charge(
 ) -> None:
     key = await create_tenant(session, stack, "burst")
     results = await asyncio.gather(
-        *(post_task(session, stack, key, "burst", task_body("burst"), key="same") for _ in range(50))
+        *(
+            post_task(session, stack, key, "burst", task_body("burst"), key="same")
+            for _ in range(50)
+        )
     )
     statuses = sorted(status for status, _, _ in results)
     assert set(statuses) <= {202, 409}
@@ -190,7 +250,9 @@ async def test_fifty_concurrent_posts_with_one_key_make_one_task_and_one_charge(
     await wait_task(session, stack, key, "burst", task_id)
     decisions = await drain(stack.settings, stack.settings.topic(topics.TASK_DECISIONS))
     accepted = {
-        r.value for r in decisions if task_id.encode() in r.value and header(list(r.headers), "lapverse-replayed") is None
+        r.value
+        for r in decisions
+        if task_id.encode() in r.value and header(list(r.headers), "lapverse-replayed") is None
     }
     assert len(accepted) == 1
     deadline = time.monotonic() + 10
@@ -205,16 +267,20 @@ async def test_fifty_concurrent_posts_with_one_key_make_one_task_and_one_charge(
 
 async def test_metrics_on_gateway_and_worker(session: aiohttp.ClientSession, stack: Stack) -> None:
     key = await create_tenant(session, stack, "metered")
-    status, _, raw = await post_task(session, stack, key, "metered", task_body("metered"))
+    _, _, raw = await post_task(session, stack, key, "metered", task_body("metered"))
     await wait_task(session, stack, key, "metered", orjson.loads(raw)["taskId"])
     async with session.get(f"{stack.base_url}/metrics") as r:
         text = await r.text()
-        assert 'lapverse_http_requests_total{method="POST",route="/api/v2/tasks",status="202"}' in text
+        assert (
+            'lapverse_http_requests_total{method="POST",route="/api/v2/tasks",status="202"}' in text
+        )
     worker = f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics"
     completed = 'lapverse_tasks_total{outcome="completed",tenant="metered",type="ANALYSIS"} 1.0'
     deadline = time.monotonic() + 10
     text = ""
-    while completed not in text and time.monotonic() < deadline:  # the governor counts results a moment later
+    while (
+        completed not in text and time.monotonic() < deadline
+    ):  # the governor counts results a moment later
         async with session.get(worker) as r:
             text = await r.text()
     assert completed in text
@@ -224,5 +290,3 @@ async def test_metrics_on_gateway_and_worker(session: aiohttp.ClientSession, sta
         report = await r.json()
         assert report["broker"]["connected"] is True
         assert report["tenants"]["metered"]["completed"] == 1
-
-

@@ -14,8 +14,13 @@ from lapverse_streams.events.models import Complexity, TaskRequest
 
 @pytest.mark.parametrize(
     ("complexity", "micros"),
-    [(Complexity.SIMPLE, 10_000), (Complexity.INTERMEDIATE, 20_000), (Complexity.ADVANCED, 40_000), (Complexity.EXPERT, 80_000)],
-)  # fmt: skip
+    [
+        (Complexity.SIMPLE, 10_000),
+        (Complexity.INTERMEDIATE, 20_000),
+        (Complexity.ADVANCED, 40_000),
+        (Complexity.EXPERT, 80_000),
+    ],
+)
 def test_task_price_is_base_times_multiplier(complexity: Complexity, micros: int) -> None:
     assert pricing.task_estimate_micros(complexity) == micros
 

@@ -20,16 +20,25 @@ TAGS = FinOpsTags(environment="test", tenant_id="acme", cost_center="ops", owner
 
 
 def tenant(**overrides: Any) -> TenantConfig:
-    return TenantConfig(**{"tenant_id": "acme", "mrr_micros": 1_000_000_000, "tags": TAGS, **overrides})
+    return TenantConfig(
+        **{"tenant_id": "acme", "mrr_micros": 1_000_000_000, "tags": TAGS, **overrides}
+    )
 
 
 @pytest.fixture
 def gov() -> Governor:
     return Governor(
-        records={}, ledgers={}, burns={}, tenants={"acme": tenant()}, flag_definitions={},
-        policy=Policy(0.7, 3), environment="test", version="1", retention_ms=86_400_000,
+        records={},
+        ledgers={},
+        burns={},
+        tenants={"acme": tenant()},
+        flag_definitions={},
+        policy=Policy(0.7, 3),
+        environment="test",
+        version="1",
+        retention_ms=86_400_000,
         clock_ms=lambda: NOW,
-    )  # fmt: skip
+    )
 
 
 class Log:
@@ -43,11 +52,24 @@ class Log:
         value = encode(envelope("task.requested", key, "acme", data, NOW, "/t"))
         return self.raw("tasks", value, [("lapverse-request-id", key.encode())])
 
-    def result(self, decision: dict[str, Any], status: str = "completed", cost: int = 10_000,
-               duration_ms: int = 5) -> Inbound:  # fmt: skip
-        data = TaskResult(task_id=decision["taskId"], status=status, type="ANALYSIS", cost_center="ops",
-                          duration_ms=duration_ms, attempts=1, cost_micros=cost, tags=TAGS,
-                          finished_at_ms=NOW)  # fmt: skip
+    def result(
+        self,
+        decision: dict[str, Any],
+        status: str = "completed",
+        cost: int = 10_000,
+        duration_ms: int = 5,
+    ) -> Inbound:
+        data = TaskResult(
+            task_id=decision["taskId"],
+            status=status,
+            type="ANALYSIS",
+            cost_center="ops",
+            duration_ms=duration_ms,
+            attempts=1,
+            cost_micros=cost,
+            tags=TAGS,
+            finished_at_ms=NOW,
+        )
         return self.raw(
             "results", encode(envelope(f"task.{status}", "r", "acme", data, NOW, "/t")), []
         )
@@ -196,11 +218,21 @@ def test_unknown_tenant_is_rejected(gov: Governor) -> None:
         (b"not json", "not_json"),
         (b"[1, 2]", "wrong_schema"),
         (b'{"specversion": "1.0"}', "wrong_schema"),
-        (encode(envelope("task.completed", "x", "acme", TaskRequested(type="A", tenant="acme"), NOW, "/t")), "unknown_type"),
-        (b'{"specversion":"1.0","id":"1","source":"s","type":"com.other.v1","time":"t","data":{}}', "unknown_type"),
+        (
+            encode(
+                envelope(
+                    "task.completed", "x", "acme", TaskRequested(type="A", tenant="acme"), NOW, "/t"
+                )
+            ),
+            "unknown_type",
+        ),
+        (
+            b'{"specversion":"1.0","id":"1","source":"s","type":"com.other.v1","time":"t","data":{}}',
+            "unknown_type",
+        ),
         (None, "empty"),
     ],
-)  # fmt: skip
+)
 def test_poison_goes_to_the_dead_letter_topic_and_the_batch_carries_on(
     gov: Governor, value: bytes | None, reason: str
 ) -> None:

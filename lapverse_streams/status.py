@@ -1,0 +1,31 @@
+"""`lapverse status`: the gateway's health report, readable in a terminal."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from lapverse_streams.settings import Settings
+
+COLOURS = {"healthy": "\033[32m", "degraded": "\033[33m", "unhealthy": "\033[31m"}
+RESET = "\033[0m"
+
+
+async def print_status(settings: Settings) -> int:
+    """Print /api/status; exit code 0 healthy, 1 degraded, 2 unhealthy or unreachable."""
+    url = f"http://{settings.gateway_host}:{settings.gateway_port}/api/status"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            report = await response.json()
+    except aiohttp.ClientError as exc:
+        print(f"gateway unreachable at {url}: {exc}")
+        return 2
+    label = str(report["status"])
+    print(f"{COLOURS.get(label, '')}{label}{RESET}  health score {report['healthScore']}/100")
+    print(f"broker connected: {report['broker']['connected']}")
+    for tenant_id, t in sorted(report["tenants"].items()):
+        ratio = "n/a" if t["successRatio"] is None else f"{t['successRatio']:.2%}"
+        print(
+            f"  {tenant_id:<20} success {ratio:>8} (SLO {t['sloTarget']:.2%})  "
+            f"cost ${t['cost']:.2f} of MRR ${t['mrr']:.2f}"
+        )
+    return {"healthy": 0, "degraded": 1}.get(label, 2)
