@@ -57,7 +57,7 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=1.0,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         stream_wait_empty=False,
     )
     tables = {

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-ACCEPTED_MARKER = b"io.lapverse.task.accepted.v1"
+ACCEPTED = b"io.lapverse.task.accepted.v1"
+COMPLETED = b"io.lapverse.task.completed.v1"
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Watch:
 
 
 class DecisionObserver:
-    """Counts the records of every partition of a topic, from its beginning."""
+    """Counts the records of every partition of a topic (decisions or results), from offset 0."""
 
     def __init__(
         self,
@@ -39,16 +40,18 @@ class DecisionObserver:
         topic: str,
         *,
         target: int | None = None,
+        marker: bytes = ACCEPTED,
         track_keys: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        self._marker = marker
         self._track_keys = track_keys
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.target = target
         self.count = 0
-        self.accepted = 0
+        self.marked = 0  # records whose value contains the marker (the expected event type)
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.first_batch = 0
@@ -93,8 +96,8 @@ class DecisionObserver:
     def _note(self, seen_at: float, created_ms: int, value: bytes) -> None:
         self.count += 1
         self.last_at = seen_at
-        if ACCEPTED_MARKER in value:
-            self.accepted += 1
+        if self._marker in value:
+            self.marked += 1
         if self.first_at is None or seen_at == self.first_at:
             self.first_at = seen_at
             self.first_batch += 1

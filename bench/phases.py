@@ -7,11 +7,12 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.observer import Arrival, DecisionObserver
+from bench.observer import COMPLETED, Arrival, DecisionObserver
 from bench.procs import Child, kill, spawn, spawn_worker, stop
 from bench.profile import record
 from bench.workload import Trickle
@@ -23,17 +24,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Throughput:
-    """How fast one process turned the pre-produced requests into decisions."""
+    """How fast a process put N records (decisions or results) on a topic."""
 
     events: int
-    decisions_seen: int
-    accepted: int
-    completed: bool  # False when the deadline passed before the N-th decision
-    startup_s: float | None  # process start -> first decision
-    elapsed_s: float | None  # first decision -> N-th decision (or -> deadline)
-    per_s: float | None  # decisions after the first fetch / elapsed_s
+    records_seen: int
+    of_expected_type: int  # task.accepted for decisions, task.completed for results
+    reached_n: bool  # False when the deadline passed before the N-th record
+    startup_s: float | None  # process start -> first record
+    elapsed_s: float | None  # first record -> N-th record (or -> the last one seen)
+    per_s: float | None  # records after the first fetch / elapsed_s
     per_s_by_record_ts: float | None  # same span, from the records' producer timestamps
     cpu_s: float | None  # CPU seconds the process used, startup included
+
+
+@dataclass(frozen=True)
+class FaustRun:
+    """Phase A: admission (decisions) and execution (results) of the same worker."""
+
+    admitted: Throughput
+    completed: Throughput
+    results_when_all_decided: int  # results on the topic when the N-th decision appeared
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ async def running(child: Child) -> AsyncIterator[Child]:
 async def measure(
     child: Child, observer: DecisionObserver, events: int, timeout_s: float
 ) -> Throughput:
-    """Wait for the N-th decision (or the deadline) and turn the observations into rates."""
+    """Wait for the N-th record (or the deadline) and turn the observations into rates."""
     try:
         await observer.wait_for(lambda: observer.target_at is not None, timeout_s, child.alive)
     except RuntimeError as exc:
@@ -77,9 +87,9 @@ async def measure(
     first_at, last_at = observer.first_at, observer.last_at
     if first_at is None or last_at is None:
         return Throughput(events, 0, 0, False, None, None, None, None, cpu_s)
-    # After a missed deadline the rate is over the decisions seen so far.
+    # After a missed deadline the rate is over the records seen so far.
     end_at = observer.target_at if observer.target_at is not None else last_at
-    seen = observer.target if observer.target_at is not None else observer.count
+    seen = events if observer.target_at is not None else observer.count
     elapsed = end_at - first_at
     by_ts = None
     if observer.max_created_ms is not None and observer.min_created_ms is not None:
@@ -89,9 +99,9 @@ async def measure(
     per_s = (seen - observer.first_batch) / elapsed if elapsed > 0 else by_ts
     return Throughput(
         events=events,
-        decisions_seen=observer.count,
-        accepted=observer.accepted,
-        completed=observer.target_at is not None,
+        records_seen=observer.count,
+        of_expected_type=observer.marked,
+        reached_n=observer.target_at is not None,
         startup_s=first_at - child.started_at,
         elapsed_s=elapsed,
         per_s=per_s,
@@ -102,20 +112,26 @@ async def measure(
 
 async def faust_phase(
     settings: Settings, events: int, work_dir: Path, timeout_s: float, profile: Path | None = None
-) -> Throughput:
-    """Phase A: one `lapverse worker` through the full admission path (sampled if profile)."""
-    decisions = settings.topic(topics.TASK_DECISIONS)
-    async with observing(
-        DecisionObserver(settings.bootstrap_servers, decisions, target=events)
-    ) as obs:
+) -> FaustRun:
+    """Phase A: one `lapverse worker`, admission then execution (sampled if profile)."""
+    bootstrap = settings.bootstrap_servers
+    decisions = DecisionObserver(bootstrap, settings.topic(topics.TASK_DECISIONS), target=events)
+    results = DecisionObserver(
+        bootstrap, settings.topic(topics.TASK_RESULTS), target=events, marker=COMPLETED
+    )
+    async with observing(decisions), observing(results):
         child = await spawn_worker(settings, "worker-a", work_dir)
         async with running(child):
             profiler = await record(child, profile, work_dir) if profile else None
             try:
-                return await measure(child, obs, events, timeout_s)
+                admitted = await measure(child, decisions, events, timeout_s)
+                results_when_all_decided = results.count
+                left_s = timeout_s - (time.monotonic() - child.started_at)
+                completed = await measure(child, results, events, max(1.0, left_s))
             finally:
                 if profiler is not None:  # py-spy writes its output on SIGINT
                     await stop(profiler, sig=signal.SIGINT)
+    return FaustRun(admitted, completed, results_when_all_decided)
 
 
 async def raw_phase(

@@ -66,7 +66,7 @@ async def crash_and_recover(stack: Stack) -> None:
         return len(done) >= TASKS
 
     try:
-        await read_topic(settings, topics.TASK_RESULTS, all_done, timeout_s=120)
+        await read_topic(settings, topics.TASK_RESULTS, all_done, timeout_s=40)
     except TimeoutError:
         dec = await drain(settings, settings.topic(topics.TASK_DECISIONS))
         res = await drain(settings, settings.topic(topics.TASK_RESULTS))
@@ -92,6 +92,11 @@ async def crash_and_recover(stack: Stack) -> None:
         )
         missing = [k for k in (f"crash-{i}" for i in range(TASKS)) if k not in dids]
         print("no decision:", missing[:20], len(missing))
+        for r in dec:
+            d = orjson.loads(r.value)["data"]
+            if d["taskId"] not in rids:
+                print("no result:", d["idempotencyKey"], r.offset, r.timestamp, list(r.headers))
+        print("results tail", [(r.offset, r.timestamp) for r in res[-3:]])
         raise
     results = await drain(settings, settings.topic(topics.TASK_RESULTS))
     completed = {orjson.loads(r.value)["data"]["taskId"] for r in results}
