@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import orjson
 import openapi_spec_validator
+import orjson
 import pytest
 import yaml
 from aiohttp import web
