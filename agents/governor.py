@@ -73,6 +73,20 @@ def register(
                 )
             observe(worker, out.observations, len(batch))
 
+    @worker.app.timer(max(1.0, settings.redrive_after_ms / 4000))  # type: ignore[untyped-decorator]
+    async def redrive_overdue() -> None:
+        """Results can be lost in a crash between execution and commit: run such tasks again."""
+        tasks_topic = settings.topic(topics.TASKS)
+        assignment = worker.app.consumer.assignment() if worker.app.consumer else set()
+        partitions = {tp.partition for tp in assignment if tp.topic == tasks_topic}
+        if not partitions or worker.app.rebalancing:
+            return
+        for record in governor.redrive(now_ms(), settings.redrive_after_ms, partitions):
+            await decisions.send(
+                key=record.key, value=record.value, headers=record.headers, force=True
+            )
+            worker.metrics.redrives.inc()
+
 
 def observe(worker: Worker, observations: list[Observation], batch_size: int) -> None:
     """Turn the governor's observations into metrics."""

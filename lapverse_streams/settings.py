@@ -38,6 +38,7 @@ class Settings:
     batch_within_ms: int = 20
     retry_attempts: int = 3
     retry_base_ms: int = 1_000
+    redrive_after_ms: int = 120_000
     rebalance_timeout_s: float = 6.0
     standby_replicas: int = 0
     otlp_endpoint: str = ""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 
-@dataclass(frozen=True)
+@dataclass
 class Burn:
-    """One tenant's good/bad counts by hour bucket; `applied` is the last result offset applied."""
+    """One tenant's good/bad counts by hour bucket; `applied` is the last result offset applied.
+
+    `record` mutates in place (the governor loads a Burn once per batch and writes it once).
+    """
 
     buckets: dict[int, tuple[int, int]] = field(default_factory=dict)
     applied: int = -1
@@ -34,11 +37,14 @@ class Burn:
     def record(self, finished_ms: int, good: bool, offset: int, window_days: int) -> Burn:
         """Count one finished task and drop buckets older than the window."""
         hour = finished_ms // HOUR_MS
+        if hour not in self.buckets:
+            oldest = hour - window_days * 24
+            for old in [h for h in self.buckets if h <= oldest]:
+                del self.buckets[old]
         g, b = self.buckets.get(hour, (0, 0))
-        buckets = {**self.buckets, hour: (g + 1, b) if good else (g, b + 1)}
-        oldest = hour - window_days * 24
-        buckets = {h: c for h, c in buckets.items() if h > oldest}
-        return replace(self, buckets=buckets, applied=max(offset, self.applied))
+        self.buckets[hour] = (g + 1, b) if good else (g, b + 1)
+        self.applied = max(offset, self.applied)
+        return self
 
     def counts(self, now_ms: int, window_ms: int) -> tuple[int, int]:
         """(good, bad) over the last window_ms."""

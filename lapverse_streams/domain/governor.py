@@ -83,6 +83,8 @@ class BatchOutput:
     dirty_ledgers: dict[str, int] = field(default_factory=dict)
     dirty_burns: dict[str, int] = field(default_factory=dict)
     observations: list[Observation] = field(default_factory=list)
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    burns: dict[str, Burn] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,7 +114,23 @@ class Governor:
             except PoisonMessage as exc:
                 out.records.append(dead_letter(record, exc.reason, exc.detail))
                 out.observations.append(Observation("dead_letter", "", reason=exc.reason))
+        for tenant_id in out.dirty_ledgers:
+            self.ledgers[tenant_id] = out.ledgers[tenant_id].to_json()
+        for tenant_id in out.dirty_burns:
+            self.burns[tenant_id] = out.burns[tenant_id].to_json()
         return out
+
+    def _ledger(self, tenant_id: str, out: BatchOutput) -> Ledger:
+        """The tenant's ledger, loaded once per batch."""
+        if tenant_id not in out.ledgers:
+            out.ledgers[tenant_id] = Ledger.from_json(self.ledgers.get(tenant_id))
+        return out.ledgers[tenant_id]
+
+    def _burn(self, tenant_id: str, out: BatchOutput) -> Burn:
+        """The tenant's burn record, loaded once per batch."""
+        if tenant_id not in out.burns:
+            out.burns[tenant_id] = Burn.from_json(self.burns.get(tenant_id))
+        return out.burns[tenant_id]
 
     def _on_request(self, record: Inbound, out: BatchOutput) -> None:
         event, short = decode(record.value)
@@ -130,7 +148,7 @@ class Governor:
         existing = self.records.get(task_id)
         if existing is not None and self._expired(existing, now):
             existing = None
-        ledger = Ledger.from_json(self.ledgers.get(tenant_id))
+        ledger = self._ledger(tenant_id, out)
         if existing is not None:
             redelivered = existing["origin"] == [record.partition, record.offset]
             if existing["fingerprint"] != fingerprint:
@@ -147,8 +165,8 @@ class Governor:
                 and not ledger.already_applied("tasks", record.offset)
             ):
                 if existing["status"] not in FINAL:
-                    ledger = ledger.reserve(task_id, existing["estimate"])
-                self.ledgers[tenant_id] = ledger.mark("tasks", record.offset).to_json()
+                    ledger.reserve(task_id, existing["estimate"])
+                ledger.mark("tasks", record.offset)
                 out.dirty_ledgers[tenant_id] = record.partition
             flag = [] if redelivered else [(REPLAYED, b"true")]
             out.records.append(
@@ -164,7 +182,7 @@ class Governor:
             return
         tenant = self.tenants.get(tenant_id)
         estimate = task_estimate_micros(request.requirements.complexity)
-        burn = Burn.from_json(self.burns.get(tenant_id))
+        burn = self._burn(tenant_id, out)
         verdict = admit(
             request,
             tenant,
@@ -207,9 +225,7 @@ class Governor:
         }
         out.dirty_records[task_id] = record.partition
         if verdict.accepted:
-            self.ledgers[tenant_id] = (
-                ledger.reserve(task_id, estimate).mark("tasks", record.offset).to_json()
-            )
+            ledger.reserve(task_id, estimate).mark("tasks", record.offset)
             out.dirty_ledgers[tenant_id] = record.partition
         out.records.append(
             Outbound("decisions", tenant_id.encode(), encoded.encode(), reply_headers)
@@ -246,25 +262,42 @@ class Governor:
             "finishedMs": result.finished_at_ms,
         }
         out.dirty_records[result.task_id] = record.partition
-        ledger = Ledger.from_json(self.ledgers.get(tenant_id))
+        ledger = self._ledger(tenant_id, out)
         if not ledger.already_applied("results", record.offset):
             period = billing_period(result.finished_at_ms)
-            ledger = ledger.settle(result.task_id, cost, period, existing["costCenter"])
-            self.ledgers[tenant_id] = ledger.mark("results", record.offset).to_json()
+            ledger.settle(result.task_id, cost, period, existing["costCenter"])
+            ledger.mark("results", record.offset)
             out.dirty_ledgers[tenant_id] = record.partition
-        burn = Burn.from_json(self.burns.get(tenant_id))
+        burn = self._burn(tenant_id, out)
         if record.offset > burn.applied:
             tenant = self.tenants.get(tenant_id)
             objective = tenant.latency_objective_ms if tenant else 30_000
             window = tenant.slo_window_days if tenant else 30
             good = result.status == "completed" and result.duration_ms <= objective
-            self.burns[tenant_id] = burn.record(
-                result.finished_at_ms, good, record.offset, window
-            ).to_json()
+            burn.record(result.finished_at_ms, good, record.offset, window)
             out.dirty_burns[tenant_id] = record.partition
         out.observations.append(
             Observation("result", tenant_id, existing["type"], result.status, result.duration_ms)
         )
+
+    def redrive(self, now_ms: int, older_than_ms: int, partitions: set[int]) -> list[Outbound]:
+        """Re-send decisions of accepted tasks whose result is overdue, so a lost one is rerun."""
+        out = []
+        for tenant_id, raw in list(self.ledgers.items()):
+            for task_id in Ledger.from_json(raw).reserved:
+                record = self.records.get(task_id)
+                if record is None or record["status"] != "accepted":
+                    continue
+                if record["origin"][0] not in partitions:
+                    continue
+                if record.get("redrivenMs", record["createdMs"]) + older_than_ms > now_ms:
+                    continue
+                record["redrivenMs"] = (
+                    now_ms  # in memory only: a restart redrives again, harmlessly
+                )
+                decision = record["decision"].encode()
+                out.append(Outbound("decisions", tenant_id.encode(), decision, []))
+        return out
 
     def _expired(self, existing: Mapping[str, Any], now_ms: int) -> bool:
         return (

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 KEEP_PERIODS = 3
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ledger:
-    """One tenant's ledger; `applied` holds the last source offset applied per input topic."""
+    """One tenant's ledger; `applied` holds the last source offset applied per input topic.
+
+    Methods mutate in place and return self: the governor loads a ledger once per batch,
+    applies the batch to it and writes it back once.
+    """
 
     reserved: dict[str, int] = field(default_factory=dict)
     spend: dict[str, dict[str, int]] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
+    _reserved_total: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reserved_total = sum(self.reserved.values())
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the table."""
@@ -22,14 +30,11 @@ class Ledger:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> Ledger:
-        """Inverse of to_json; None is an empty ledger."""
+        """Inverse of to_json (copying, so the stored value is never mutated); None is empty."""
         if not raw:
             return cls()
-        return cls(
-            dict(raw["reserved"]),
-            {p: dict(c) for p, c in raw["spend"].items()},
-            dict(raw["applied"]),
-        )
+        spend = {p: dict(c) for p, c in raw["spend"].items()}
+        return cls(dict(raw["reserved"]), spend, dict(raw["applied"]))
 
     def already_applied(self, source: str, offset: int) -> bool:
         """True when the record at this offset of `source` is already in the ledger."""
@@ -37,23 +42,23 @@ class Ledger:
 
     def mark(self, source: str, offset: int) -> Ledger:
         """Record that `source` is applied up to `offset`."""
-        return replace(
-            self, applied={**self.applied, source: max(offset, self.applied.get(source, -1))}
-        )
+        self.applied[source] = max(offset, self.applied.get(source, -1))
+        return self
 
     def reserve(self, task_id: str, micros: int) -> Ledger:
         """Hold the estimate of an accepted task."""
-        return replace(self, reserved={**self.reserved, task_id: micros})
+        self._reserved_total += micros - self.reserved.get(task_id, 0)
+        self.reserved[task_id] = micros
+        return self
 
     def settle(self, task_id: str, cost_micros: int, period: str, cost_center: str) -> Ledger:
         """Charge actual cost and release the task's reservation, in one step."""
-        reserved = {k: v for k, v in self.reserved.items() if k != task_id}
-        period_spend = dict(self.spend.get(period, {}))
+        self._reserved_total -= self.reserved.pop(task_id, 0)
+        period_spend = self.spend.setdefault(period, {})
         period_spend[cost_center] = period_spend.get(cost_center, 0) + cost_micros
-        spend = {**self.spend, period: period_spend}
-        for old in sorted(spend)[:-KEEP_PERIODS]:
-            del spend[old]
-        return replace(self, reserved=reserved, spend=spend)
+        for old in sorted(self.spend)[:-KEEP_PERIODS]:
+            del self.spend[old]
+        return self
 
     def spent(self, period: str) -> int:
         """Spend of the tenant in a billing period."""
@@ -61,8 +66,8 @@ class Ledger:
 
     def reserved_total(self) -> int:
         """Cost of work accepted but not yet finished."""
-        return sum(self.reserved.values())
+        return self._reserved_total
 
     def forecast(self, period: str, estimate_micros: int) -> int:
         """Spend this period + reservations + this request's estimate."""
-        return self.spent(period) + self.reserved_total() + estimate_micros
+        return self.spent(period) + self._reserved_total + estimate_micros

@@ -183,7 +183,9 @@ class Routes:
         authenticate_admin(request, self.settings.admin_token)
         flag_key = request.match_info["flag_key"]
         if len(flag_key) > MAX_FLAG_KEY_LEN:
-            raise Problem(400, "invalid-flag", f"flag keys are at most {MAX_FLAG_KEY_LEN} characters")
+            raise Problem(
+                400, "invalid-flag", f"flag keys are at most {MAX_FLAG_KEY_LEN} characters"
+            )
         try:
             definition = flags.validate_flag(await read_json(request))
         except flags.FlagDefinitionError as exc:

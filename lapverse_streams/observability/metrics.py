@@ -76,6 +76,11 @@ class Metrics:
         self.win_rate = Gauge(
             "lapverse_win_rate", "Win rate per variant", ["tenant", "variant"], registry=r
         )
+        self.redrives = Counter(
+            "lapverse_redrives",
+            "Accepted tasks re-sent because their result was overdue",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "lapverse_batch_size",
             "Records per agent batch",

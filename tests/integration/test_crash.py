@@ -25,7 +25,7 @@ TASKS = 600
 def test_sigkill_mid_stream_then_restart_charges_each_task_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory()
+    stack = stack_factory(LAPVERSE_REDRIVE_AFTER_MS="8000")
     stack.start("gateway")
     stack.start("worker")
     stack.wait_ready("gateway")

@@ -255,3 +255,16 @@ def test_keys_expire_after_the_retention(gov: Governor) -> None:
     gov.clock_ms = lambda: NOW + 86_400_001
     data = decision_of(gov.process([log.request("k1", "second")]).records[0].value)
     assert data["httpStatus"] == 202
+
+
+def test_overdue_accepted_tasks_are_redriven_once_per_interval(gov: Governor) -> None:
+    log = Log()
+    first = gov.process([log.request("k1")]).records[0]
+    done = decision_of(gov.process([log.request("k2")]).records[0].value)
+    gov.process([log.result(done)])
+    assert gov.redrive(NOW + 999, 1000, {0}) == []
+    [again] = gov.redrive(NOW + 1000, 1000, {0})
+    assert again.value == first.value
+    assert gov.redrive(NOW + 1500, 1000, {0}) == []
+    assert len(gov.redrive(NOW + 2000, 1000, {0})) == 1
+    assert gov.redrive(NOW + 5000, 1000, {1}) == []
