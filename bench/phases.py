@@ -82,7 +82,8 @@ async def measure(
     try:
         await observer.wait_for(lambda: observer.target_at is not None, timeout_s, child.alive)
     except RuntimeError as exc:
-        raise RuntimeError(f"{child.name}: {exc}; its log ends with:\n{child.log_tail()}") from None
+        code = child.process.returncode
+        raise RuntimeError(f"{child.name}: {exc} (exit code {code})") from None
     cpu_s = child.cpu_s()
     first_at, last_at = observer.first_at, observer.last_at
     if first_at is None or last_at is None:

@@ -52,13 +52,6 @@ class Child:
         fields = stat.rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
-    def log_tail(self, lines: int = 30) -> str:
-        """Last lines of the child's output."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
 
 async def spawn(name: str, argv: list[str], env: dict[str, str], work_dir: Path) -> Child:
     """Start a process in work_dir with stdout and stderr going to work_dir/<name>.log."""

@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dump_logs(work_dir: Path) -> None:
+    """The last lines of every child's log, before the temporary directory goes."""
     for log in sorted(work_dir.glob("*.log")):
         tail = log.read_text(errors="replace").splitlines()[-20:]
         print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
