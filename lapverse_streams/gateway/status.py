@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lapverse_streams.config_view import ConfigView
+from lapverse_streams.domain.budget import budget_remaining, burn_rate
 from lapverse_streams.domain.pricing import usd
 from lapverse_streams.gateway.bridge import Bridge
 from lapverse_streams.observability.metrics import Metrics
@@ -15,6 +16,11 @@ def health_score(error_ratio: float, broker_up: bool) -> tuple[int, str]:
     score = 100 - min(60, int(error_ratio * 300)) - (40 if not broker_up else 0)
     label = "healthy" if score >= 80 else "degraded" if score >= 50 else "unhealthy"
     return score, label
+
+
+def empty_entry() -> dict[str, int]:
+    """Counters of one tenant in the status report."""
+    return {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0, "good": 0, "bad": 0}
 
 
 def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[str, Any]:
@@ -34,7 +40,7 @@ def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[
     score, label = health_score(failed / finished if finished else 0.0, bridge.connected)
     tenants = {}
     for tenant_id, tenant in config.tenants.items():
-        e = per_tenant.get(tenant_id, {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0})
+        e = per_tenant.get(tenant_id, empty_entry())
         done = e["completed"] + e["failed"]
         tenants[tenant_id] = {
             "sloTarget": tenant.slo_target,
@@ -42,6 +48,8 @@ def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[
             "completed": e["completed"],
             "failed": e["failed"],
             "rejected": e["rejected"],
+            "budgetRemaining": round(budget_remaining(e["good"], e["bad"], tenant.slo_target), 4),
+            "burnRate": round(burn_rate(e["good"], e["bad"], tenant.slo_target), 4),
             "cost": usd(e["costMicros"]),
             "mrr": usd(tenant.mrr_micros),
         }

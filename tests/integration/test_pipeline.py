@@ -290,3 +290,5 @@ async def test_metrics_on_gateway_and_worker(session: aiohttp.ClientSession, sta
         report = await r.json()
         assert report["broker"]["connected"] is True
         assert report["tenants"]["metered"]["completed"] == 1
+        assert report["tenants"]["metered"]["budgetRemaining"] == 1.0
+        assert report["status"] in ("healthy", "degraded", "unhealthy")
