@@ -27,12 +27,14 @@ def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[
     """What an operator wants at a glance."""
     per_tenant: dict[str, dict[str, Any]] = {}
     for state in bridge.tasks.values():
-        entry = per_tenant.setdefault(
-            state.tenant, {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0}
-        )
+        entry = per_tenant.setdefault(state.tenant, empty_entry())
         if state.result:
             entry[state.result["status"]] += 1
             entry["costMicros"] += state.result["costMicros"]
+            tenant = config.tenants.get(state.tenant)
+            objective = tenant.latency_objective_ms if tenant else 30_000
+            good = state.result["status"] == "completed" and state.result["durationMs"] <= objective
+            entry["good" if good else "bad"] += 1
         elif state.decision["status"] == "rejected":
             entry["rejected"] += 1
     finished = sum(e["completed"] + e["failed"] for e in per_tenant.values())
