@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +103,7 @@ def report(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
         "profiled": args.profile is not None,  # py-spy sampling slows the Faust path a little
+        "git": _git_revision(),
         "tenants": len(tenants),
         "admitted_per_s": admitted.per_s,
         "raw_loop_per_s": raw.per_s,
@@ -179,6 +181,20 @@ def _partial(phase: dict[str, Any]) -> str:
     if phase["reached_n"]:
         return ""
     return f"  (DEADLINE: saw {phase['records_seen']} of {phase['events']})"
+
+
+def _git_revision() -> str:
+    """HEAD of the measured tree, with "+dirty" when it has uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head, dirty = (
+            subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False).stdout
+            for argv in (["git", "rev-parse", "--short", "HEAD"], ["git", "status", "--porcelain"])
+        )
+    except OSError:
+        return "unknown"
+    head = head.strip() or "unknown"
+    return f"{head}+dirty" if dirty.strip() else head
 
 
 def _cpu_model() -> str:
