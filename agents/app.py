@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -45,6 +46,7 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
         f"{settings.topic_prefix}{settings.app_id}",
         broker=settings.broker_url,
         store="memory://",
+        datadir=str(Path(settings.data_dir) / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         web_host=settings.worker_web_host,

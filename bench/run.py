@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> dict[str, Any]:
     """Prepare the topics and events, then run the phases in order."""
     run_id = secrets.token_hex(3)
+    revision = _git_revision()
     base = dataclasses.replace(Settings.from_env(), broker_url=broker_url)
     faust_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-a.")
     raw_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-b.")
@@ -83,11 +84,12 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
             rate_per_s=args.recovery_rate,
             timeout_s=min(args.timeout, 90.0),
         )
-    return report(args, tenants, faust, raw, recovery)
+    return report(args, revision, tenants, faust, raw, recovery)
 
 
 def report(
     args: argparse.Namespace,
+    revision: str,
     tenants: list[str],
     faust: FaustRun,
     raw: Throughput,
@@ -103,7 +105,7 @@ def report(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
         "profiled": args.profile is not None,  # py-spy sampling slows the Faust path a little
-        "git": _git_revision(),
+        "git": revision,
         "tenants": len(tenants),
         "admitted_per_s": admitted.per_s,
         "raw_loop_per_s": raw.per_s,

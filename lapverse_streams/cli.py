@@ -48,6 +48,8 @@ def run_worker(settings: Settings) -> int:
     configure_logging("lapverse-worker", settings.log_level)
     worker = create_worker(settings)
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.lower(), quiet=True)
+    # Faust's terminal spinner sets the root logger to DEBUG; every debug call then costs CPU.
+    faust_worker.spinner = None
     faust_worker.execute_from_commandline()
     return 0
 
