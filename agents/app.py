@@ -42,6 +42,7 @@ def now_ms() -> int:
 
 def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = None) -> Worker:
     """Build the Faust app with the governor and executor agents."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=settings.broker_url,
