@@ -51,7 +51,12 @@ def run_all(settings: Settings) -> int:
         for role in ("worker", "gateway"):
             with (logs / f"{role}.log").open("ab") as out:
                 command = [sys.executable, "-m", "lapverse_streams.cli", role]
-                children.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
+                # own session: a terminal's Ctrl-C reaches only us, and we stop them in order
+                children.append(
+                    subprocess.Popen(
+                        command, env=env, stdout=out, stderr=out, start_new_session=True
+                    )
+                )
         asyncio.run(serve_demo(settings, admin_token, logs))
         return 0
     finally:

@@ -88,6 +88,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
+                start_new_session=True,  # a terminal Ctrl-C must not stop it before its clients
             )
         finally:
             if self.log_path:
