@@ -9,6 +9,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from lapverse_streams.broker.assign import assign_all
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
 from lapverse_streams.events.models import FlagConfig, TenantConfig
@@ -44,14 +45,8 @@ class ConfigView:
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
         names = [self._settings.topic(topics.TENANTS), self._settings.topic(topics.FLAGS)]
-        partitions = [
-            TopicPartition(name, p)
-            for name in names
-            for p in sorted(consumer.partitions_for_topic(name) or {0})
-        ]
-        consumer.assign(partitions)
+        partitions = await assign_all(consumer, names)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         self._task = asyncio.create_task(self._run(ends), name="config-view")

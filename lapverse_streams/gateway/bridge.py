@@ -8,9 +8,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from lapverse_streams.broker.assign import assign_all
 from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY, REQUEST_ID
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import PoisonMessage, decode, header
@@ -74,14 +75,7 @@ class Bridge:
             self.settings.topic(topics.TASK_DECISIONS),
             self.settings.topic(topics.TASK_RESULTS),
         ]
-        await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
-        consumer.assign(
-            [
-                TopicPartition(n, p)
-                for n in names
-                for p in sorted(consumer.partitions_for_topic(n) or {0})
-            ]
-        )
+        await assign_all(consumer, names)
         self.connected = True
         self._reader = asyncio.create_task(self._read(), name="gateway-reader")
 

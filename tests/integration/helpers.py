@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from lapverse_streams.broker.assign import assign_all
 from lapverse_streams.settings import Settings
 from tests.conftest import ADMIN_TOKEN, Stack
 
@@ -98,12 +99,8 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        await consumer.topics()
         name = settings.topic(topic) if not topic.startswith(settings.topic_prefix) else topic
-        partitions = [
-            TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})
-        ]
-        consumer.assign(partitions)
+        partitions = await assign_all(consumer, [name])
         await consumer.seek_to_beginning(*partitions)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
@@ -135,11 +132,7 @@ async def drain(settings: Settings, topic: str) -> list[Any]:
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})
-        ]
-        consumer.assign(partitions)
+        partitions = await assign_all(consumer, [topic])
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         records: list[Any] = []
