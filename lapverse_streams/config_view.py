@@ -34,6 +34,9 @@ class ConfigView:
         self._ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._partitions: list[TopicPartition] = []
+        self._polls = 0
+        self._caught_up = False
 
     async def start(self) -> None:
         """Assign every partition of both topics from the beginning and start reading."""
@@ -46,26 +49,31 @@ class ConfigView:
         await consumer.start()
         self._consumer = consumer
         names = [self._settings.topic(topics.TENANTS), self._settings.topic(topics.FLAGS)]
-        partitions = await assign_all(consumer, names)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        self._task = asyncio.create_task(self._run(ends), name="config-view")
+        self._partitions = await assign_all(consumer, names)
+        await consumer.seek_to_beginning(*self._partitions)
+        self._task = asyncio.create_task(self._run(), name="config-view")
 
-    async def _run(self, ends: dict[TopicPartition, int]) -> None:
+    async def _run(self) -> None:
+        # Caught up = position at the fetch high watermark of every partition. Not
+        # end_offsets(): Tansu 0.6 answers it with the last batch's base offset + 1.
         assert self._consumer is not None
-        pending = {tp for tp, end in ends.items() if end > 0}
-        if not pending:
-            self._ready.set()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, messages in batches.items():
                 for message in messages:
                     self.apply(tp.topic, message.key, message.value)
-            for tp in list(pending):
-                if await self._consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-            if not pending:
+            self._caught_up = await self._at_highwater()
+            self._polls += 1
+            if self._caught_up:
                 self._ready.set()
+
+    async def _at_highwater(self) -> bool:
+        assert self._consumer is not None
+        for tp in self._partitions:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None or await self._consumer.position(tp) < highwater:
+                return False
+        return True
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of either topic (a None value deletes)."""
@@ -101,24 +109,15 @@ class ConfigView:
 
     async def catch_up(self, timeout_s: float = 2.0) -> None:
         """Wait until everything written to the topics so far is applied (read-your-writes)."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             return
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
+        first = self._polls + 2  # a poll that started after this call has completed
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while not await self._reached(ends):
+        while self._polls < first or not self._caught_up:
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("configuration view is lagging", extra={"timeoutS": timeout_s})
                 return
-            await asyncio.sleep(0.01)
-
-    async def _reached(self, ends: dict[TopicPartition, int]) -> bool:
-        assert self._consumer is not None
-        for tp, end in ends.items():
-            if await self._consumer.position(tp) < end:
-                return False
-        return True
+            await asyncio.sleep(0.005)
 
     @property
     def ready(self) -> bool:
