@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from agents import executor, governor
+from agents.highwaters import use_fetched_highwaters
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
 from lapverse_streams.handlers.base import TaskHandler, load_handlers
@@ -43,6 +44,7 @@ def now_ms() -> int:
 def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = None) -> Worker:
     """Build the Faust app with the governor and executor agents."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    use_fetched_highwaters()
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=settings.broker_url,
