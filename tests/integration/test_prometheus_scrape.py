@@ -64,6 +64,9 @@ async def test_real_prometheus_scrapes_gateway_and_worker(stack: Stack, promethe
             except aiohttp.ClientError:
                 continue
         assert result, "Prometheus never saw lapverse_tasks_total"
-        async with session.get(f"{api}/targets") as r:
-            active = (await r.json())["data"]["activeTargets"]
-        assert sorted(t["health"] for t in active) == ["up", "up"]
+        health: list[str] = []
+        while health != ["up", "up"] and time.monotonic() < deadline:  # both scraped at least once
+            async with session.get(f"{api}/targets") as r:
+                health = sorted(t["health"] for t in (await r.json())["data"]["activeTargets"])
+            await asyncio.sleep(0.5)
+        assert health == ["up", "up"]
