@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,6 @@ def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
     return app.topic(
         *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
-
-
-def now_ms() -> int:
-    """Wall clock in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = None) -> Worker:

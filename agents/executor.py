@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import (
@@ -33,8 +34,6 @@ def register(
     worker: Worker, decisions: faust.TopicT, results: faust.TopicT, handlers: dict[str, TaskHandler]
 ) -> None:
     """Attach the executor agent to the app."""
-    from agents.app import now_ms
-
     settings = worker.settings
 
     async def execute(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.admission import Policy
 from lapverse_streams.domain.governor import Governor, Inbound, Observation
 from lapverse_streams.events import topics
@@ -18,8 +19,6 @@ def register(
     worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq: faust.TopicT
 ) -> None:
     """Attach the governor agent to the app."""
-    from agents.app import now_ms
-
     settings = worker.settings
     tables = worker.tables
     results_topic = settings.topic(topics.TASK_RESULTS)

@@ -43,7 +43,6 @@ class Settings:
     standby_replicas: int = 0
     otlp_endpoint: str = ""
     log_level: str = "INFO"
-    worker_urls: str = ""
     data_dir: str = ".lapverse"
 
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ from aiohttp import web
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lapverse_streams.clock import now_ms
 from lapverse_streams.config_view import ConfigView, hash_api_key
 from lapverse_streams.domain import flags, idempotency
 from lapverse_streams.domain.pricing import task_estimate_micros, usd, usd_to_micros
@@ -33,11 +33,6 @@ SOURCE = "/lapverse/gateway"
 M = TypeVar("M", bound=BaseModel)
 MAX_FLAG_KEY_LEN = 200
 tracer = trace.get_tracer("lapverse.gateway")
-
-
-def now_ms() -> int:
-    """Wall clock in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Routes:
