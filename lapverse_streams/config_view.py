@@ -9,7 +9,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from lapverse_streams.broker.assign import assign_all
+from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
 from lapverse_streams.events.models import FlagConfig, TenantConfig
@@ -54,26 +54,16 @@ class ConfigView:
         self._task = asyncio.create_task(self._run(), name="config-view")
 
     async def _run(self) -> None:
-        # Caught up = position at the fetch high watermark of every partition. Not
-        # end_offsets(): Tansu 0.6 answers it with the last batch's base offset + 1.
         assert self._consumer is not None
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, messages in batches.items():
                 for message in messages:
                     self.apply(tp.topic, message.key, message.value)
-            self._caught_up = await self._at_highwater()
+            self._caught_up = await at_fetch_highwater(self._consumer, self._partitions)
             self._polls += 1
             if self._caught_up:
                 self._ready.set()
-
-    async def _at_highwater(self) -> bool:
-        assert self._consumer is not None
-        for tp in self._partitions:
-            highwater = self._consumer.highwater(tp)
-            if highwater is None or await self._consumer.position(tp) < highwater:
-                return False
-        return True
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of either topic (a None value deletes)."""

@@ -15,3 +15,15 @@ async def assign_all(consumer: AIOKafkaConsumer, names: list[str]) -> list[Topic
     ]
     consumer.assign(partitions)
     return partitions
+
+
+async def at_fetch_highwater(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    """True once every partition's position reached the high watermark of its last fetch.
+
+    Not end_offsets(): Tansu 0.6 answers ListOffsets with the last batch's base offset + 1.
+    """
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from lapverse_streams.broker.assign import assign_all
+from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
 from lapverse_streams.settings import Settings
 from tests.conftest import ADMIN_TOKEN, Stack
 
@@ -134,14 +134,11 @@ async def drain(settings: Settings, topic: str) -> list[Any]:
     try:
         partitions = await assign_all(consumer, [topic])
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         records: list[Any] = []
         while True:
-            positions = [await consumer.position(tp) for tp in ends]
-            if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
-                break
             for batch in (await consumer.getmany(timeout_ms=200)).values():
                 records.extend(batch)
-        return records
+            if await at_fetch_highwater(consumer, partitions):
+                return records
     finally:
         await consumer.stop()
