@@ -8,13 +8,14 @@ from typing import Any
 
 import faust
 
-from agents import executor, governor
+from agents import executor, governor, tournament
 from agents.highwaters import use_fetched_highwaters
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
 from lapverse_streams.handlers.base import TaskHandler, load_handlers
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
+from lapverse_streams.variants.base import VariantFamily, load_families
 
 
 @dataclass
@@ -35,8 +36,12 @@ def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
     )
 
 
-def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = None) -> Worker:
-    """Build the Faust app with the governor and executor agents."""
+def create_worker(
+    settings: Settings,
+    handlers: dict[str, TaskHandler] | None = None,
+    families: dict[str, VariantFamily] | None = None,
+) -> Worker:
+    """Build the Faust app with the governor, executor and tournament agents."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     use_fetched_highwaters()
     app = faust.App(
@@ -61,17 +66,49 @@ def create_worker(settings: Settings, handlers: dict[str, TaskHandler] | None = 
     )
     tables = {
         name: app.Table(name, partitions=settings.topic_partitions)
-        for name in ("dedup", "ledger", "burn")
+        for name in ("dedup", "ledger", "burn", "evolution", "rounds")
     }
     worker = Worker(app, settings, ConfigView(settings), Metrics(), tables)
-    inbound = raw_topic(app, settings.topic(topics.TASKS), settings.topic(topics.TASK_RESULTS))
+    families = families if families is not None else load_families()
+    # Everything keyed by tenant id meets in the governor, co-partitioned with its tables.
+    inbound = raw_topic(
+        app,
+        *(
+            settings.topic(name)
+            for name in (
+                topics.TASKS,
+                topics.TASK_RESULTS,
+                topics.SELF_COMPETE,
+                topics.COMPETITION_JOINS,
+            )
+        ),
+    )
     decisions = raw_topic(app, settings.topic(topics.TASK_DECISIONS))
-    governor.register(worker, inbound, decisions, raw_topic(app, settings.topic(topics.DLQ)))
+    sinks = {
+        "decisions": decisions,
+        "dlq": raw_topic(app, settings.topic(topics.DLQ)),
+        "runs": raw_topic(app, settings.topic(topics.VARIANT_RUNS)),
+        "completions": raw_topic(app, settings.topic(topics.COMPETITION_RESULTS)),
+        "champions": raw_topic(app, settings.topic(topics.CHAMPIONS)),
+        "flags": raw_topic(app, settings.topic(topics.FLAGS)),
+    }
+    governor.register(worker, inbound, sinks, families)
     executor.register(
         worker,
         decisions,
         raw_topic(app, settings.topic(topics.TASK_RESULTS)),
         handlers if handlers is not None else load_handlers(),
+    )
+    # Runs and results are keyed by competition id: the join lives on their partitions.
+    runs_name = settings.topic(topics.VARIANT_RUNS)
+    results = raw_topic(app, settings.topic(topics.VARIANT_RESULTS))
+    tournament.register_runner(worker, raw_topic(app, runs_name), results, families)
+    tournament.register_joiner(
+        worker,
+        raw_topic(app, runs_name, settings.topic(topics.VARIANT_RESULTS)),
+        raw_topic(app, settings.topic(topics.COMPETITION_JOINS)),
+        tables["rounds"],
+        runs_name,
     )
 
     @app.page("/metrics")

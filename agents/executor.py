@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from lapverse_streams.clock import now_ms
-from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY
+from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import (
     PoisonMessage,

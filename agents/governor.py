@@ -8,21 +8,31 @@ import faust
 
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.admission import Policy
-from lapverse_streams.domain.governor import Governor, Inbound, Observation
+from lapverse_streams.domain.batch import Inbound, Observation
+from lapverse_streams.domain.governor import Governor
 from lapverse_streams.events import topics
+from lapverse_streams.observability.metrics import Metrics
+from lapverse_streams.variants.base import VariantFamily
 
 if TYPE_CHECKING:
     from agents.app import Worker
 
 
 def register(
-    worker: Worker, inbound: faust.TopicT, decisions: faust.TopicT, dlq: faust.TopicT
+    worker: Worker,
+    inbound: faust.TopicT,
+    sinks: dict[str, faust.TopicT],
+    families: dict[str, VariantFamily],
 ) -> None:
     """Attach the governor agent to the app."""
     settings = worker.settings
     tables = worker.tables
-    results_topic = settings.topic(topics.TASK_RESULTS)
-    sinks = {"decisions": decisions, "dlq": dlq}
+    sources = {
+        settings.topic(topics.TASKS): "tasks",
+        settings.topic(topics.TASK_RESULTS): "results",
+        settings.topic(topics.SELF_COMPETE): "rounds",
+        settings.topic(topics.COMPETITION_JOINS): "joins",
+    }
     governor = Governor(
         records=tables["dedup"].data,
         ledgers=tables["ledger"].data,
@@ -34,6 +44,9 @@ def register(
         version=settings.version,
         retention_ms=settings.idempotency_retention_s * 1000,
         clock_ms=now_ms,
+        families=families,
+        evolutions=tables["evolution"].data,
+        competition_deadline_ms=settings.competition_deadline_ms,
     )
 
     @worker.app.agent(inbound, name="governor")
@@ -42,7 +55,7 @@ def register(
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
             batch = [
                 Inbound(
-                    "results" if e.message.topic == results_topic else "tasks",
+                    sources[e.message.topic],
                     e.message.partition,
                     e.message.offset,
                     e.message.key,
@@ -52,7 +65,7 @@ def register(
                 for e in events
             ]
             if any(
-                r.source == "tasks"
+                r.source in ("tasks", "rounds")
                 and (r.key or b"").decode(errors="replace") not in worker.config.tenants
                 for r in batch
             ):
@@ -62,6 +75,7 @@ def register(
                 ("dedup", out.dirty_records),
                 ("ledger", out.dirty_ledgers),
                 ("burn", out.dirty_burns),
+                ("evolution", out.dirty_evolutions),
             ):
                 table = tables[name]
                 for key, partition in dirty.items():
@@ -81,7 +95,7 @@ def register(
         if not partitions or worker.app.rebalancing:
             return
         for record in governor.redrive(now_ms(), settings.redrive_after_ms, partitions):
-            await decisions.send(
+            await sinks[record.sink].send(
                 key=record.key, value=record.value, headers=record.headers, force=True
             )
             worker.metrics.redrives.inc()
@@ -92,7 +106,11 @@ def observe(worker: Worker, observations: list[Observation], batch_size: int) ->
     m = worker.metrics
     m.batch_size.labels("governor").observe(batch_size)
     for o in observations:
-        if o.kind == "decision":
+        if o.kind == "competition_decision":
+            m.decisions.labels(o.reason).inc()
+        elif o.kind == "competition":
+            observe_round(m, o)
+        elif o.kind == "task_decision":
             m.decisions.labels(o.reason).inc()
             outcome = "accepted" if o.reason == "accepted" else "rejected"
             m.tasks.labels(o.task_type, o.tenant, outcome).inc()
@@ -106,3 +124,15 @@ def observe(worker: Worker, observations: list[Observation], batch_size: int) ->
             m.duplicates.labels(o.tenant).inc()
         elif o.kind == "dead_letter":
             m.dlq.labels("governor", o.reason).inc()
+
+
+def observe_round(m: Metrics, o: Observation) -> None:
+    """Metrics of a settled round: count, cost, winner, win rates, promotion."""
+    m.competitions.labels(o.tenant).inc()
+    m.cost_per_competition.labels(o.tenant).set(o.data["costMicros"] / 1_000_000)
+    if o.reason:
+        m.variant_wins.labels(o.tenant, o.task_type, o.reason).inc()
+    for variant, rate in o.data["winRates"].items():
+        m.win_rate.labels(o.tenant, variant).set(rate)
+    if o.data["promoted"]:
+        m.promotions.labels(o.tenant, o.task_type).inc()

@@ -42,11 +42,13 @@ class DecisionObserver:
         target: int | None = None,
         marker: bytes = ACCEPTED,
         track_keys: bool = False,
+        on_record: Callable[[bytes], None] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._marker = marker
         self._track_keys = track_keys
+        self._on_record = on_record
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.target = target
@@ -98,6 +100,8 @@ class DecisionObserver:
         self.last_at = seen_at
         if self._marker in value:
             self.marked += 1
+        if self._on_record is not None:
+            self._on_record(value)
         if self.first_at is None or seen_at == self.first_at:
             self.first_at = seen_at
             self.first_batch += 1

@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.competitions import CompetitionRun, competition_phase
 from bench.phases import FaustRun, Recovery, Throughput, faust_phase, raw_phase, recovery_phase
 from bench.profile import summarise
 from bench.workload import pick_tenants, produce, task_records, tenant_record
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each phase, s")
     parser.add_argument("--recovery-rate", type=int, default=200, help="requests/s during phase C")
     parser.add_argument("--skip-recovery", action="store_true", help="skip phase C")
+    parser.add_argument("--competitions", type=int, default=500, help="rounds in phase D")
+    parser.add_argument("--skip-competitions", action="store_true", help="skip phase D")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
     parser.add_argument(
         "--profile",
@@ -84,7 +87,22 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
             rate_per_s=args.recovery_rate,
             timeout_s=min(args.timeout, 90.0),
         )
-    return report(args, revision, tenants, faust, raw, recovery)
+    competitions = None
+    if not args.skip_competitions:
+        print(f"phase D: {args.competitions} self-compete rounds ...", flush=True)
+        competitions = await competition_phase(
+            dataclasses.replace(base, topic_prefix=f"bench-{run_id}-d."),
+            tenants,
+            args.competitions,
+            f"round-{run_id}",
+            work_dir,
+            args.timeout,
+        )
+        done = competitions.completed
+        print(f"  {_rate(done.per_s)} competitions/s, startup {_secs(done.startup_s)}", flush=True)
+        if not done.reached_n:  # where the counts stop is where rounds got stuck
+            print(f"  DEADLINE; records per topic: {competitions.records_by_topic}", flush=True)
+    return report(args, revision, tenants, faust, raw, recovery, competitions)
 
 
 def report(
@@ -94,13 +112,12 @@ def report(
     faust: FaustRun,
     raw: Throughput,
     recovery: Recovery | None,
+    competitions: CompetitionRun | None,
 ) -> dict[str, Any]:
     """The results document."""
     admitted, completed = faust.admitted, faust.completed
     ratio = admitted.per_s / raw.per_s if admitted.per_s and raw.per_s else None
-    all_done_s = None
-    if completed.reached_n and completed.startup_s is not None and completed.elapsed_s is not None:
-        all_done_s = completed.startup_s + completed.elapsed_s
+    rounds = competitions.completed if competitions else None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
@@ -112,15 +129,20 @@ def report(
         "ratio_faust_over_raw": ratio,
         "worker_startup_s": admitted.startup_s,
         "completed_per_s": completed.per_s,
-        "all_completed_after_start_s": all_done_s,
+        "all_completed_after_start_s": _all_done_s(completed),
         "results_when_all_decided": faust.results_when_all_decided,
         "recovery_s": recovery.recovery_s if recovery else None,
         "recovery_new_request_s": recovery.recovery_new_s if recovery else None,
+        "competitions": None if args.skip_competitions else args.competitions,
+        "competitions_completed_per_s": rounds.per_s if rounds else None,
+        "competition_worker_startup_s": rounds.startup_s if rounds else None,
+        "all_competitions_completed_after_start_s": _all_done_s(rounds),
         "phases": {
             "faust_admitted": dataclasses.asdict(admitted),
             "faust_completed": dataclasses.asdict(completed),
             "raw_loop": dataclasses.asdict(raw),
             "recovery": dataclasses.asdict(recovery) if recovery else None,
+            "competitions": competitions.to_json() if competitions else None,
         },
         "machine": {
             "nproc": len(os.sched_getaffinity(0)),
@@ -143,6 +165,7 @@ def print_table(results: dict[str, Any]) -> None:
     rows = [
         ("events", f"{results['events']} over {results['tenants']} tenants"),
         ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
+        ("competitions/s (self-compete)", _competitions(results)),
         ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
         ("accepted decisions (Faust)", f"{faust['of_expected_type']} of {faust['records_seen']}"),
         ("completed/s (Faust executor)", _rate(results["completed_per_s"]) + _partial(done)),
@@ -159,6 +182,18 @@ def print_table(results: dict[str, Any]) -> None:
             ("warm startup (with state)", _secs(recovery["warm_startup_s"])),
             ("recovery: restart -> decision", _secs(recovery["recovery_s"])),
             ("recovery: -> new request", _secs(recovery["recovery_new_s"])),
+        ]
+    rounds = results["phases"]["competitions"]
+    if rounds:
+        statuses = ", ".join(f"{n} {status}" for status, n in rounds["variant_statuses"].items())
+        rows += [
+            ("rounds with a champion", f"{rounds['with_champion']} of {rounds['records_seen']}"),
+            ("variants in completed rounds", statuses or "none"),
+            ("rounds: worker startup", _secs(rounds["startup_s"])),
+            (
+                "all rounds completed after start",
+                _secs(results["all_competitions_completed_after_start_s"]),
+            ),
         ]
     machine = results["machine"]
     rows.append(("machine", f"{machine['nproc']} CPUs, Python {machine['python']}"))
@@ -177,6 +212,26 @@ def _rate(value: float | None) -> str:
 
 def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _competitions(results: dict[str, Any]) -> str:
+    rounds = results["phases"]["competitions"]
+    if rounds is None:
+        return "skipped"
+    rate = _rate(results["competitions_completed_per_s"])
+    return f"{rate} ({rounds['events']} rounds){_partial(rounds)}"
+
+
+def _all_done_s(phase: Throughput | None) -> float | None:
+    """Process start -> N-th record, when the N-th record came."""
+    if (
+        phase is not None
+        and phase.reached_n
+        and phase.startup_s is not None
+        and phase.elapsed_s is not None
+    ):
+        return phase.startup_s + phase.elapsed_s
+    return None
 
 
 def _partial(phase: dict[str, Any]) -> str:

@@ -69,14 +69,19 @@ def tenant_record(settings: Settings, tenant_id: str) -> Record:
     return Record(tenant_id.encode(), encode(event), [])
 
 
+def trace_headers() -> list[tuple[str, bytes]]:
+    """A fresh W3C traceparent header, as the gateway would send."""
+    traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    return [("traceparent", traceparent.encode())]
+
+
 def task_record(tenant_id: str, event_id: str) -> Record:
     """A NOOP `task.requested` event; its id is the idempotency key."""
     request = TaskRequested(
         type="NOOP", tenant=tenant_id, description="benchmark", cost_center=COST_CENTER
     )
     event = envelope("task.requested", event_id, tenant_id, request, now_ms(), SOURCE)
-    traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
-    return Record(tenant_id.encode(), encode(event), [("traceparent", traceparent.encode())])
+    return Record(tenant_id.encode(), encode(event), trace_headers())
 
 
 def task_records(count: int, tenants: list[str], id_prefix: str) -> list[Record]:

@@ -16,6 +16,7 @@ import orjson
 from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
+from lapverse_streams.variants.forecast import demo_input
 
 DEMO_TENANT = "acme"
 DEMO_TASK = {
@@ -77,6 +78,8 @@ async def serve_demo(settings: Settings, admin_token: str, logs: Path) -> None:
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
     api_key = await create_demo_tenant(base, admin_token)
     await wait_ready(f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz")
+    demo_round = logs / "demo-competition.json"
+    demo_round.write_bytes(orjson.dumps(demo_competition(), option=orjson.OPT_INDENT_2))
     print_welcome(settings, base, admin_token, api_key, logs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,6 +122,17 @@ async def wait_ready(url: str, timeout_s: float = 90) -> None:
             await asyncio.sleep(0.3)
 
 
+def demo_competition() -> dict[str, object]:
+    """A self-compete round on the demo series (monthly airline passengers, 1949-1960)."""
+    return {
+        "content": "Forecast next year's monthly airline passengers",
+        "platforms": ["twitter"],
+        "priority": "high",
+        "costCenter": "forecasting",
+        "input": demo_input(),
+    }
+
+
 def print_welcome(
     settings: Settings, base: str, admin_token: str, api_key: str, logs: Path
 ) -> None:
@@ -139,6 +153,14 @@ Try:
     -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \\
     -H "Idempotency-Key: demo-1" -H "Content-Type: application/json" \\
     -d '{orjson.dumps(DEMO_TASK).decode()}'
+
+A self-compete round: four forecasting strategies on the airline-passengers series
+  curl -s -X POST {base}/api/v2/self-compete \
+    -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \
+    -H "Idempotency-Key: round-1" -H "Content-Type: application/json" \
+    -d @{logs}/demo-competition.json
+  curl -s {base}/api/v2/self-compete/<competitionId> \
+    -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}"
 
 Ctrl-C stops everything.""",
         flush=True,

@@ -39,6 +39,7 @@ class Settings:
     retry_attempts: int = 3
     retry_base_ms: int = 1_000
     redrive_after_ms: int = 120_000
+    competition_deadline_ms: int = 30_000
     rebalance_timeout_s: float = 6.0
     standby_replicas: int = 0
     otlp_endpoint: str = ""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lapverse_streams.domain import budget, flags
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period, usd
-from lapverse_streams.events.models import DecisionReason, TaskRequest, TenantConfig
+from lapverse_streams.events.models import DecisionReason, TenantConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class Verdict:
 
 
 def admit(
-    request: TaskRequest,
+    tenant_id: str,
+    subject: str,
+    flag_key: str,
     tenant: TenantConfig | None,
     flag_definition: dict[str, object] | None,
     ledger: Ledger,
@@ -43,17 +45,16 @@ def admit(
     now_ms: int,
     policy: Policy,
 ) -> Verdict:
-    """Decide a request that idempotency has already let through."""
+    """Decide a request that idempotency has already let through.
+
+    `subject` names what is gated in messages ("task type 'X'"); `flag_key` is its flag.
+    """
     if tenant is None:
-        return Verdict(
-            DecisionReason.UNKNOWN_TENANT, 403, f"tenant {request.tenant!r} is not configured"
-        )
-    flag_key = f"task-type.{request.type}"
+        detail = f"tenant {tenant_id!r} is not configured"
+        return Verdict(DecisionReason.UNKNOWN_TENANT, 403, detail)
     if not flags.is_enabled(flag_key, flag_definition, tenant.tenant_id, now_ms // 1000):
         return Verdict(
-            DecisionReason.FLAG_DISABLED,
-            404,
-            f"task type {request.type!r} is not enabled for this tenant",
+            DecisionReason.FLAG_DISABLED, 404, f"{subject} is not enabled for this tenant"
         )
     if budget.budget_exhausted(
         burn, tenant.slo_target, tenant.slo_window_days, now_ms, policy.budget_min_events

@@ -10,11 +10,28 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lapverse_streams.domain import idempotency
-from lapverse_streams.domain.admission import Policy, admit
+from lapverse_streams.domain import arena, idempotency
+from lapverse_streams.domain.admission import Policy, Verdict, admit
+from lapverse_streams.domain.arena import Referee, fan_out
+from lapverse_streams.domain.batch import (
+    FINAL,
+    REPLAYED,
+    REPLY_ONLY,
+    REQUEST_ID,
+    SOURCE,
+    BatchOutput,
+    Headers,
+    Inbound,
+    Intake,
+    Observation,
+    Outbound,
+)
 from lapverse_streams.domain.budget import Burn
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period, task_estimate_micros
+from lapverse_streams.domain.promotion import (
+    PromotionPolicy,
+)
 from lapverse_streams.events.codec import (
     PoisonMessage,
     decode,
@@ -24,67 +41,17 @@ from lapverse_streams.events.codec import (
     parse_data,
 )
 from lapverse_streams.events.models import (
+    CompetitionJoined,
     DecisionReason,
     FinOpsTags,
+    Model,
     TaskDecision,
     TaskRequest,
     TaskRequested,
     TaskResult,
     TenantConfig,
 )
-
-Headers = list[tuple[str, bytes]]
-REQUEST_ID = "lapverse-request-id"
-REPLAYED = "lapverse-replayed"
-REPLY_ONLY = "lapverse-reply-only"
-SOURCE = "/lapverse/governor"
-FINAL = ("completed", "failed")
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One consumed record."""
-
-    source: str  # "tasks" or "results"
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """One record to produce; `sink` names the topic role."""
-
-    sink: str  # "decisions" or "dlq"
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Something worth a metric: the agent turns these into counters."""
-
-    kind: str  # decision, replay, result, duplicate_result, dead_letter
-    tenant: str
-    task_type: str = ""
-    reason: str = ""
-    duration_ms: int = 0
-
-
-@dataclass
-class BatchOutput:
-    """What a batch produces: records to send, keys to write, observations."""
-
-    records: list[Outbound] = field(default_factory=list)
-    dirty_records: dict[str, int] = field(default_factory=dict)
-    dirty_ledgers: dict[str, int] = field(default_factory=dict)
-    dirty_burns: dict[str, int] = field(default_factory=dict)
-    observations: list[Observation] = field(default_factory=list)
-    ledgers: dict[str, Ledger] = field(default_factory=dict)
-    burns: dict[str, Burn] = field(default_factory=dict)
+from lapverse_streams.variants.base import VariantFamily
 
 
 @dataclass
@@ -101,6 +68,10 @@ class Governor:
     version: str
     retention_ms: int
     clock_ms: Callable[[], int]
+    families: Mapping[str, VariantFamily] = field(default_factory=dict)
+    evolutions: MutableMapping[str, Any] = field(default_factory=dict)
+    promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+    competition_deadline_ms: int = 30_000
 
     def process(self, batch: list[Inbound]) -> BatchOutput:
         """Process records in order; poison records become dead letters."""
@@ -108,9 +79,13 @@ class Governor:
         for record in batch:
             try:
                 if record.source == "tasks":
-                    self._on_request(record, out)
-                else:
+                    self._on_task_request(record, out)
+                elif record.source == "results":
                     self._on_result(record, out)
+                elif record.source == "rounds":
+                    self._on_round_request(record, out)
+                else:
+                    self._on_joined(record, out)
             except PoisonMessage as exc:
                 out.records.append(dead_letter(record, exc.reason, exc.detail))
                 out.observations.append(Observation("dead_letter", "", reason=exc.reason))
@@ -132,7 +107,7 @@ class Governor:
             out.burns[tenant_id] = Burn.from_json(self.burns.get(tenant_id))
         return out.burns[tenant_id]
 
-    def _on_request(self, record: Inbound, out: BatchOutput) -> None:
+    def _on_task_request(self, record: Inbound, out: BatchOutput) -> None:
         event, short = decode(record.value)
         if short != "task.requested":
             raise PoisonMessage("unknown_type", f"{event.type} does not belong on the tasks topic")
@@ -140,99 +115,161 @@ class Governor:
         if event.subject is not None and event.subject != requested.tenant:
             raise PoisonMessage("wrong_schema", "subject does not match data.tenant")
         request = TaskRequest.model_validate(requested.model_dump(exclude={"tags"}))
-        tenant_id, key = request.tenant, event.id
+        tenant_id, key, now = request.tenant, event.id, self.clock_ms()
         task_id = idempotency.task_id(tenant_id, key)
-        fingerprint = idempotency.fingerprint(request)
-        now = self.clock_ms()
+
+        def decide(verdict: Verdict, estimate: int, tags: FinOpsTags) -> tuple[str, Model]:
+            decision = TaskDecision(
+                task_id=task_id,
+                idempotency_key=key,
+                status="accepted" if verdict.accepted else "rejected",
+                reason=verdict.reason,
+                http_status=verdict.http_status,
+                detail=verdict.detail,
+                retry_after_s=verdict.retry_after_s,
+                cost_estimate_micros=estimate,
+                request=request,
+                tags=tags,
+                decided_at_ms=now,
+            )
+            return ("task.accepted" if verdict.accepted else "task.rejected"), decision
+
+        intake = Intake(
+            kind="task",
+            request_id=task_id,
+            tenant_id=tenant_id,
+            key=key,
+            fingerprint=idempotency.fingerprint(request),
+            estimate_micros=task_estimate_micros(request.requirements.complexity),
+            flag_key=f"task-type.{request.type}",
+            subject=f"task type {request.type!r}",
+            label=request.type,
+            cost_center=request.cost_center,
+            tags=requested.tags,
+            now_ms=now,
+            decide=decide,
+        )
+        self._admit(intake, record, out)
+
+    def _admit(self, intake: Intake, record: Inbound, out: BatchOutput) -> None:
+        """Idempotency, then admission, then the decision (and a round's fan-out)."""
+        tenant_id, now = intake.tenant_id, intake.now_ms
         reply_headers = _reply_headers(record.headers)
-        existing = self.records.get(task_id)
+        existing = self.records.get(intake.request_id)
         if existing is not None and self._expired(existing, now):
             existing = None
         ledger = self._ledger(tenant_id, out)
         if existing is not None:
-            redelivered = existing["origin"] == [record.partition, record.offset]
-            if existing["fingerprint"] != fingerprint:
-                out.records.append(
-                    self._conflict(existing, request, key, record, now, reply_headers)
-                )
-                out.observations.append(
-                    Observation("decision", tenant_id, request.type, "fingerprint_mismatch")
-                )
-                return
-            if (
-                redelivered
-                and existing["status"] != "rejected"
-                and not ledger.already_applied("tasks", record.offset)
-            ):
-                if existing["status"] not in FINAL:
-                    ledger.reserve(task_id, existing["estimate"])
-                ledger.mark("tasks", record.offset)
-                out.dirty_ledgers[tenant_id] = record.partition
-            flag = [] if redelivered else [(REPLAYED, b"true")]
-            out.records.append(
-                Outbound(
-                    "decisions",
-                    tenant_id.encode(),
-                    existing["decision"].encode(),
-                    reply_headers + flag,
-                )
-            )
-            if not redelivered:
-                out.observations.append(Observation("replay", tenant_id, request.type, "replayed"))
+            self._repeat(intake, existing, record, ledger, reply_headers, out)
             return
         tenant = self.tenants.get(tenant_id)
-        estimate = task_estimate_micros(request.requirements.complexity)
         burn = self._burn(tenant_id, out)
-        verdict = admit(
-            request,
-            tenant,
-            self.flag_definitions.get(f"task-type.{request.type}"),
-            ledger,
-            burn,
-            estimate,
-            now,
-            self.policy,
-        )
-        decision = TaskDecision(
-            task_id=task_id,
-            idempotency_key=key,
-            status="accepted" if verdict.accepted else "rejected",
-            reason=verdict.reason,
-            http_status=verdict.http_status,
-            detail=verdict.detail,
-            retry_after_s=verdict.retry_after_s,
-            cost_estimate_micros=estimate,
-            request=request,
-            tags=requested.tags or self.tags(tenant, tenant_id, request.cost_center),
-            decided_at_ms=now,
-        )
-        short_type = "task.accepted" if verdict.accepted else "task.rejected"
-        encoded = encode(
-            envelope(short_type, f"{task_id}:decision", tenant_id, decision, now, SOURCE)
-        ).decode()
-        self.records[task_id] = {
-            "taskId": task_id,
+        invalid = intake.invalid
+        if invalid is not None and tenant is not None:
+            verdict = Verdict(invalid.reason, invalid.http_status, invalid.detail)
+        else:
+            verdict = admit(
+                tenant_id,
+                intake.subject,
+                intake.flag_key,
+                tenant,
+                self.flag_definitions.get(intake.flag_key),
+                ledger,
+                burn,
+                intake.estimate_micros,
+                now,
+                self.policy,
+            )
+        tags = intake.tags or self.tags(tenant, tenant_id, intake.cost_center)
+        short_type, decision = intake.decide(verdict, intake.estimate_micros, tags)
+        event_id = f"{intake.request_id}:decision"
+        encoded = encode(envelope(short_type, event_id, tenant_id, decision, now, SOURCE)).decode()
+        self.records[intake.request_id] = {
+            "kind": intake.kind,
+            "taskId": intake.request_id,
             "tenant": tenant_id,
-            "key": key,
-            "fingerprint": fingerprint,
-            "status": decision.status,
+            "key": intake.key,
+            "fingerprint": intake.fingerprint,
+            "status": "accepted" if verdict.accepted else "rejected",
             "decision": encoded,
             "origin": [record.partition, record.offset],
             "createdMs": now,
-            "estimate": estimate,
-            "type": request.type,
-            "costCenter": request.cost_center,
+            "estimate": intake.estimate_micros,
+            "type": intake.label,
+            "costCenter": intake.cost_center,
         }
-        out.dirty_records[task_id] = record.partition
+        out.dirty_records[intake.request_id] = record.partition
         if verdict.accepted:
-            ledger.reserve(task_id, estimate).mark("tasks", record.offset)
+            ledger.reserve(intake.request_id, intake.estimate_micros).mark(
+                intake.source, record.offset
+            )
             out.dirty_ledgers[tenant_id] = record.partition
         out.records.append(
             Outbound("decisions", tenant_id.encode(), encoded.encode(), reply_headers)
         )
+        if verdict.accepted and intake.kind == "competition":
+            out.records.extend(fan_out(encoded, reply_headers))
         out.observations.append(
-            Observation("decision", tenant_id, request.type, verdict.reason.value)
+            Observation(f"{intake.kind}_decision", tenant_id, intake.label, verdict.reason.value)
         )
+
+    def _repeat(
+        self,
+        intake: Intake,
+        existing: Mapping[str, Any],
+        record: Inbound,
+        ledger: Ledger,
+        reply_headers: Headers,
+        out: BatchOutput,
+    ) -> None:
+        """A known id: 422 for another payload, else replay (re-applying a redelivery)."""
+        tenant_id = intake.tenant_id
+        redelivered = existing["origin"] == [record.partition, record.offset]
+        if existing["fingerprint"] != intake.fingerprint:
+            tenant = self.tenants.get(tenant_id)
+            verdict = Verdict(
+                DecisionReason.FINGERPRINT_MISMATCH,
+                422,
+                "Idempotency-Key was already used with a different payload",
+            )
+            short_type, decision = intake.decide(
+                verdict, 0, self.tags(tenant, tenant_id, intake.cost_center)
+            )
+            event_id = f"{intake.request_id}:conflict:{record.partition}:{record.offset}"
+            ce = envelope(short_type, event_id, tenant_id, decision, intake.now_ms, SOURCE)
+            out.records.append(
+                Outbound(
+                    "decisions",
+                    tenant_id.encode(),
+                    encode(ce),
+                    [*reply_headers, (REPLY_ONLY, b"true")],
+                )
+            )
+            out.observations.append(
+                Observation(
+                    f"{intake.kind}_decision", tenant_id, intake.label, "fingerprint_mismatch"
+                )
+            )
+            return
+        if (
+            redelivered
+            and existing["status"] != "rejected"
+            and not ledger.already_applied(intake.source, record.offset)
+        ):
+            if existing["status"] not in FINAL:
+                ledger.reserve(intake.request_id, existing["estimate"])
+            ledger.mark(intake.source, record.offset)
+            out.dirty_ledgers[tenant_id] = record.partition
+        flag = [] if redelivered else [(REPLAYED, b"true")]
+        out.records.append(
+            Outbound(
+                "decisions", tenant_id.encode(), existing["decision"].encode(), reply_headers + flag
+            )
+        )
+        if redelivered and existing["status"] == "accepted" and intake.kind == "competition":
+            out.records.extend(fan_out(existing["decision"], reply_headers))
+        if not redelivered:
+            out.observations.append(Observation("replay", tenant_id, intake.label, "replayed"))
 
     def _on_result(self, record: Inbound, out: BatchOutput) -> None:
         event, short = decode(record.value)
@@ -280,6 +317,37 @@ class Governor:
             Observation("result", tenant_id, existing["type"], result.status, result.duration_ms)
         )
 
+    def _on_round_request(self, record: Inbound, out: BatchOutput) -> None:
+        event, short = decode(record.value)
+        if short != "competition.requested":
+            raise PoisonMessage(
+                "unknown_type", f"{event.type} does not belong on the self-compete topic"
+            )
+        now = self.clock_ms()
+        intake = arena.round_intake(event, now, self.families, self.competition_deadline_ms)
+        self._admit(intake, record, out)
+
+    def _on_joined(self, record: Inbound, out: BatchOutput) -> None:
+        event, short = decode(record.value)
+        if short != "competition.joined":
+            raise PoisonMessage("unknown_type", f"{event.type} does not belong on the joins topic")
+        joined = parse_data(event, CompetitionJoined)
+        existing = self.records.get(joined.competition_id)
+        if existing is None or existing.get("kind") != "competition":
+            raise PoisonMessage("unknown_competition", f"no round {joined.competition_id}")
+        tenant_id = existing["tenant"]
+        referee = Referee(self.records, self.evolutions, self.promotion)
+        referee.settle(
+            joined,
+            existing,
+            record,
+            self.tenants.get(tenant_id),
+            self._ledger(tenant_id, out),
+            self._burn(tenant_id, out),
+            self.clock_ms(),
+            out,
+        )
+
     def redrive(self, now_ms: int, older_than_ms: int, partitions: set[int]) -> list[Outbound]:
         """Re-send decisions of accepted tasks whose result is overdue, so a lost one is rerun."""
         out = []
@@ -295,51 +363,17 @@ class Governor:
                 record["redrivenMs"] = (
                     now_ms  # in memory only: a restart redrives again, harmlessly
                 )
-                decision = record["decision"].encode()
-                out.append(Outbound("decisions", tenant_id.encode(), decision, []))
+                if record.get("kind") == "competition":
+                    out.extend(fan_out(record["decision"], []))
+                else:
+                    decision = record["decision"].encode()
+                    out.append(Outbound("decisions", tenant_id.encode(), decision, []))
         return out
 
     def _expired(self, existing: Mapping[str, Any], now_ms: int) -> bool:
         return (
             existing["status"] in (*FINAL, "rejected")
             and existing["createdMs"] + self.retention_ms < now_ms
-        )
-
-    def _conflict(
-        self,
-        existing: Mapping[str, Any],
-        request: TaskRequest,
-        key: str,
-        record: Inbound,
-        now: int,
-        reply_headers: Headers,
-    ) -> Outbound:
-        tenant = self.tenants.get(request.tenant)
-        decision = TaskDecision(
-            task_id=existing["taskId"],
-            idempotency_key=key,
-            status="rejected",
-            reason=DecisionReason.FINGERPRINT_MISMATCH,
-            http_status=422,
-            detail="Idempotency-Key was already used with a different payload",
-            cost_estimate_micros=0,
-            request=request,
-            tags=self.tags(tenant, request.tenant, request.cost_center),
-            decided_at_ms=now,
-        )
-        ce = envelope(
-            "task.rejected",
-            f"{existing['taskId']}:conflict:{record.partition}:{record.offset}",
-            request.tenant,
-            decision,
-            now,
-            SOURCE,
-        )
-        return Outbound(
-            "decisions",
-            request.tenant.encode(),
-            encode(ce),
-            [*reply_headers, (REPLY_ONLY, b"true")],
         )
 
     def tags(self, tenant: TenantConfig | None, tenant_id: str, cost_center: str) -> FinOpsTags:

@@ -7,9 +7,10 @@ import uuid
 
 import orjson
 
-from lapverse_streams.events.models import MAX_IDEMPOTENCY_KEY_LEN, TaskRequest
+from lapverse_streams.events.models import MAX_IDEMPOTENCY_KEY_LEN, Model
 
 _TASK_NAMESPACE = uuid.UUID("6f1c1d2e-6a53-4f5e-9d7c-4c6b1b7a2e10")
+_COMPETITION_NAMESPACE = uuid.UUID("0b3e9a4c-2f0d-4d8e-a1b7-5e6f7a8b9c0d")
 
 
 def key_problem(key: str | None) -> str | None:
@@ -28,7 +29,12 @@ def task_id(tenant: str, key: str) -> str:
     return str(uuid.uuid5(_TASK_NAMESPACE, f"{tenant}\x00{key}"))
 
 
-def fingerprint(request: TaskRequest) -> str:
+def competition_id(tenant: str, key: str) -> str:
+    """Deterministic competition id for (tenant, idempotency key); never equal to a task id."""
+    return str(uuid.uuid5(_COMPETITION_NAMESPACE, f"{tenant}\x00{key}"))
+
+
+def fingerprint(request: Model) -> str:
     """sha256 of the request's canonical JSON (sorted keys, defaults applied)."""
     canonical = orjson.dumps(
         request.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS

@@ -86,6 +86,8 @@ class DecisionReason(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     MARGIN_EXCEEDED = "margin_exceeded"
     UNKNOWN_TENANT = "unknown_tenant"
+    UNKNOWN_FAMILY = "unknown_family"
+    INVALID_REQUEST = "invalid_request"
 
 
 class TaskDecision(Model):
@@ -147,6 +149,150 @@ class FlagConfig(Model):
     definition: dict[str, Any]
 
 
+FAMILY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class CompetitionRequest(Model):
+    """The body of POST /api/v2/self-compete and the request part of competition.requested."""
+
+    tenant: str = Field(min_length=1, max_length=128)
+    content: str = Field(default="", max_length=10_000)
+    platforms: list[str] = Field(default_factory=list, max_length=32)
+    priority: Priority = Priority.NORMAL
+    cost_center: str = Field(default="default", min_length=1, max_length=128)
+    competitors: list[str] | None = Field(default=None, min_length=2, max_length=32)
+    family: str = Field(default="forecast", pattern=FAMILY_PATTERN)
+    input: dict[str, Any] | None = None
+
+    @field_validator("competitors")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("competitors must be distinct")
+        return value
+
+
+class CompetitionRequested(CompetitionRequest):
+    """competition.requested: a round request plus the tags the gateway stamped."""
+
+    tags: FinOpsTags | None = None
+
+
+class CompetitionDecision(Model):
+    """competition.accepted / competition.rejected (on lapverse-task-decisions)."""
+
+    competition_id: str
+    idempotency_key: str
+    status: Literal["accepted", "rejected"]
+    reason: DecisionReason
+    http_status: int
+    detail: str
+    retry_after_s: int | None = None
+    cost_estimate_micros: int
+    variant_cost_micros: int
+    competitors: list[str]
+    deadline_ms: int
+    request: CompetitionRequest
+    tags: FinOpsTags
+    decided_at_ms: int
+
+
+class VariantRun(Model):
+    """variant.run: one competitor of a round, keyed by competition id."""
+
+    competition_id: str
+    tenant: str
+    family: str
+    variant: str
+    competitors: list[str]
+    input: dict[str, Any]
+    deadline_ms: int
+    cost_micros: int
+    tags: FinOpsTags
+
+
+class VariantResultEvent(Model):
+    """variant.result: one competitor's backtest score (or why it has none)."""
+
+    competition_id: str
+    tenant: str
+    family: str
+    variant: str
+    competitors: list[str]
+    deadline_ms: int
+    status: Literal["ok", "failed", "timeout"]
+    score: float | None = None
+    cost_micros: int
+    duration_ms: int
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    tags: FinOpsTags
+    finished_at_ms: int
+
+
+class VariantSummary(Model):
+    """One variant's line in a completed round."""
+
+    status: Literal["ok", "failed", "timeout", "missing"]
+    score: float | None = None
+    cost_micros: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+
+
+class CompetitionJoined(Model):
+    """competition.joined (internal, lapverse-competition-joins): the joined round."""
+
+    competition_id: str
+    tenant: str
+    family: str
+    competitors: list[str]
+    variants: dict[str, VariantSummary]
+    champion: str | None = None
+    champion_output: dict[str, Any] | None = None
+    missing: list[str]
+    cost_micros: int
+    tags: FinOpsTags
+    joined_at_ms: int
+
+
+class CompetitionCompleted(Model):
+    """competition.completed: scores, champion, cost and the promotion decision of a round."""
+
+    competition_id: str
+    idempotency_key: str
+    tenant: str
+    family: str
+    status: Literal["completed"] = "completed"
+    scores: dict[str, float]
+    variants: dict[str, VariantSummary]
+    champion: str | None = None
+    champion_output: dict[str, Any] | None = None
+    missing: list[str]
+    cost_micros: int
+    cost_estimate_micros: int
+    promotion: dict[str, Any]
+    tags: FinOpsTags
+    completed_at_ms: int
+
+
+class ChampionPromoted(Model):
+    """champion.promoted: a challenger replaced the incumbent, with the evidence."""
+
+    tenant: str
+    family: str
+    champion: str
+    previous: str | None = None
+    baseline: str
+    sequence: int = Field(ge=1)
+    competition_id: str
+    evidence: dict[str, Any]
+    flag_key: str
+    rollout_percent: int
+    tags: FinOpsTags
+    promoted_at_ms: int
+
+
 EVENT_TYPES: dict[str, type[Model]] = {
     "task.requested": TaskRequested,
     "task.accepted": TaskDecision,
@@ -155,6 +301,14 @@ EVENT_TYPES: dict[str, type[Model]] = {
     "task.failed": TaskResult,
     "tenant.configured": TenantConfig,
     "flag.configured": FlagConfig,
+    "competition.requested": CompetitionRequested,
+    "competition.accepted": CompetitionDecision,
+    "competition.rejected": CompetitionDecision,
+    "variant.run": VariantRun,
+    "variant.result": VariantResultEvent,
+    "competition.joined": CompetitionJoined,
+    "competition.completed": CompetitionCompleted,
+    "champion.promoted": ChampionPromoted,
 }
 
 

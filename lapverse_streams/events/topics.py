@@ -14,6 +14,9 @@ KAGGLE: Final = "lapverse-kaggle"
 TENANTS: Final = "lapverse-tenants"
 FLAGS: Final = "lapverse-flags"
 DLQ: Final = "lapverse-dlq"
+# Internal: joined rounds, keyed by tenant, so the governor that holds the tenant's ledger
+# and evolution state settles them (variant results are keyed by competition id).
+COMPETITION_JOINS: Final = "lapverse-competition-joins"
 
 COMPACTED: Final = frozenset({TENANTS, FLAGS})
 ALL: Final = (
@@ -29,4 +32,5 @@ ALL: Final = (
     TENANTS,
     FLAGS,
     DLQ,
+    COMPETITION_JOINS,
 )

@@ -12,12 +12,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from lapverse_streams.broker.assign import assign_all
-from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY, REQUEST_ID
+from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, REQUEST_ID
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import PoisonMessage, decode, header
 from lapverse_streams.settings import Settings
 
 log = logging.getLogger(__name__)
+DECISIONS = ("task.accepted", "task.rejected", "competition.accepted", "competition.rejected")
 
 
 class BrokerUnavailable(Exception):
@@ -42,11 +43,21 @@ class TaskState:
 
 
 @dataclass
+class CompetitionState:
+    """What the gateway knows of one self-compete round."""
+
+    tenant: str
+    decision: dict[str, Any]
+    completed: dict[str, Any] | None = None
+
+
+@dataclass
 class Bridge:
     """Producer plus a consumer of decisions and results (all partitions, no group)."""
 
     settings: Settings
     tasks: dict[str, TaskState] = field(default_factory=dict)
+    competitions: dict[str, CompetitionState] = field(default_factory=dict)
     _waiters: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
     _producer: AIOKafkaProducer | None = None
     _consumer: AIOKafkaConsumer | None = None
@@ -74,6 +85,7 @@ class Bridge:
         names = [
             self.settings.topic(topics.TASK_DECISIONS),
             self.settings.topic(topics.TASK_RESULTS),
+            self.settings.topic(topics.COMPETITION_RESULTS),
         ]
         await assign_all(consumer, names)
         self.connected = True
@@ -111,22 +123,39 @@ class Bridge:
         except PoisonMessage:
             return
         data = event.data
-        if short in ("task.accepted", "task.rejected"):
+        if short in DECISIONS:
             request_id = header(headers, REQUEST_ID)
             waiter = self._waiters.pop(request_id, None) if request_id else None
             if waiter is not None and not waiter.done():
                 waiter.set_result(Reply(data, header(headers, REPLAYED) == "true"))
-            if not header(headers, REPLY_ONLY) and data["taskId"] not in self.tasks:
+            if header(headers, REPLY_ONLY):
+                return
+            if short.startswith("task.") and data["taskId"] not in self.tasks:
                 self.tasks[data["taskId"]] = TaskState(event.subject or "", data)
+            elif (
+                short.startswith("competition.") and data["competitionId"] not in self.competitions
+            ):
+                self.competitions[data["competitionId"]] = CompetitionState(
+                    event.subject or "", data
+                )
         elif short in ("task.completed", "task.failed"):
             state = self.tasks.get(data["taskId"])
             if state is not None and state.result is None:
                 state.result = data
+        elif short == "competition.completed":
+            competition = self.competitions.get(data["competitionId"])
+            if competition is not None and competition.completed is None:
+                competition.completed = data
 
     async def submit(
-        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], request_id: str
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        request_id: str,
     ) -> Reply | None:
-        """Write a request and wait briefly for its decision; None means still pending."""
+        """Write a request to `topic` and wait briefly for its decision; None means pending."""
         assert self._producer is not None
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
@@ -134,7 +163,7 @@ class Bridge:
             try:
                 await asyncio.wait_for(
                     self._producer.send_and_wait(
-                        self.settings.topic(topics.TASKS), value, key=key, headers=headers
+                        self.settings.topic(topic), value, key=key, headers=headers
                     ),
                     timeout=self.settings.decision_timeout_ms / 1000 + 5,
                 )

@@ -19,6 +19,7 @@ from lapverse_streams.events.codec import encode, envelope
 from lapverse_streams.events.models import (
     FinOpsTags,
     FlagConfig,
+    Model,
     TaskRequest,
     TaskRequested,
     TenantConfig,
@@ -57,10 +58,7 @@ class Routes:
     async def post_task(self, request: web.Request) -> web.Response:
         """POST /api/v2/tasks: write task.requested and answer with the admission decision."""
         tenant = authenticate_tenant(request, self.config)
-        key = request.headers.get("Idempotency-Key")
-        problem = idempotency.key_problem(key)
-        if problem or key is None:
-            raise Problem(400, "idempotency-key", problem or "Idempotency-Key is required")
+        key = self.request_key(request)
         body = await read_json(request)
         if isinstance(body, dict):
             body.setdefault("tenant", tenant.tenant_id)
@@ -68,38 +66,10 @@ class Routes:
         if task.tenant != tenant.tenant_id:
             raise Problem(403, "wrong-tenant", "body.tenant does not match the API key's tenant")
         task_id = idempotency.task_id(tenant.tenant_id, key)
-        if task_id in self._in_flight:
-            raise Problem(
-                409,
-                "request-in-progress",
-                "a request with this Idempotency-Key is still being decided",
-            )
-        self._in_flight.add(task_id)
-        try:
-            with tracer.start_as_current_span(
-                "POST /api/v2/tasks", attributes={"lapverse.task_id": task_id}
-            ):
-                requested = TaskRequested(
-                    **task.model_dump(), tags=self.tags(tenant, task.cost_center)
-                )
-                event = envelope(
-                    "task.requested", key, tenant.tenant_id, requested, now_ms(), SOURCE
-                )
-                request_id = uuid.uuid4().hex
-                headers = inject_headers([("lapverse-request-id", request_id.encode())])
-                try:
-                    reply = await self.bridge.submit(
-                        tenant.tenant_id.encode(), encode(event), headers, request_id
-                    )
-                except BrokerUnavailable as exc:
-                    raise Problem(
-                        503,
-                        "broker-unavailable",
-                        f"the request was not accepted: {exc}",
-                        headers={"Retry-After": "5"},
-                    ) from exc
-        finally:
-            self._in_flight.discard(task_id)
+        requested = TaskRequested(**task.model_dump(), tags=self.tags(tenant, task.cost_center))
+        reply = await self.submit(
+            topics.TASKS, "task.requested", key, tenant.tenant_id, task_id, requested
+        )
         location = f"/api/v2/tasks/{task_id}"
         if reply is None:
             estimate = usd(task_estimate_micros(task.requirements.complexity))
@@ -111,6 +81,46 @@ class Routes:
             }
             return json_response(body_out, 202, {"Location": location})
         return render_decision(reply, location)
+
+    def request_key(self, request: web.Request) -> str:
+        """The request's Idempotency-Key, or 400 saying what is wrong with it."""
+        key = request.headers.get("Idempotency-Key")
+        problem = idempotency.key_problem(key)
+        if problem or key is None:
+            raise Problem(400, "idempotency-key", problem or "Idempotency-Key is required")
+        return key
+
+    async def submit(
+        self, topic: str, short: str, key: str, tenant_id: str, request_id: str, data: Model
+    ) -> Reply | None:
+        """Write a request event and await its decision; 409 while the same key is deciding."""
+        if request_id in self._in_flight:
+            raise Problem(
+                409,
+                "request-in-progress",
+                "a request with this Idempotency-Key is still being decided",
+            )
+        self._in_flight.add(request_id)
+        try:
+            with tracer.start_as_current_span(
+                f"submit {short}", attributes={"lapverse.request_id": request_id}
+            ):
+                event = envelope(short, key, tenant_id, data, now_ms(), SOURCE)
+                reply_id = uuid.uuid4().hex
+                headers = inject_headers([("lapverse-request-id", reply_id.encode())])
+                try:
+                    return await self.bridge.submit(
+                        topic, tenant_id.encode(), encode(event), headers, reply_id
+                    )
+                except BrokerUnavailable as exc:
+                    raise Problem(
+                        503,
+                        "broker-unavailable",
+                        f"the request was not accepted: {exc}",
+                        headers={"Retry-After": "5"},
+                    ) from exc
+        finally:
+            self._in_flight.discard(request_id)
 
     async def get_task(self, request: web.Request) -> web.Response:
         """GET /api/v2/tasks/{id}: the task as the gateway's view knows it."""
@@ -247,27 +257,31 @@ def tenant_view(tenant: TenantConfig) -> dict[str, Any]:
 
 
 def render_decision(reply: Reply, location: str) -> web.Response:
-    """The HTTP answer of a decision; replays add Idempotent-Replayed."""
+    """The HTTP answer of a task's decision; replays add Idempotent-Replayed."""
+    data = reply.data
+    accepted = {
+        "taskId": data["taskId"],
+        "status": "accepted",
+        "costEstimate": usd(data["costEstimateMicros"]),
+        "tags": data["tags"],
+    }
+    return decision_response(reply, location, accepted, taskId=data["taskId"])
+
+
+def decision_response(
+    reply: Reply, location: str, accepted: dict[str, Any], **ids: str
+) -> web.Response:
+    """202 with `accepted` for an accepted request, else the rejection as problem+json."""
     data = reply.data
     headers = {"Location": location}
     if reply.replayed:
         headers["Idempotent-Replayed"] = "true"
     if data["status"] == "accepted":
-        body = {
-            "taskId": data["taskId"],
-            "status": "accepted",
-            "costEstimate": usd(data["costEstimateMicros"]),
-            "tags": data["tags"],
-        }
-        return json_response(body, 202, headers)
+        return json_response(accepted, 202, headers)
     if data.get("retryAfterS"):
         headers["Retry-After"] = str(data["retryAfterS"])
     raise Problem(
-        data["httpStatus"],
-        data["reason"].replace("_", "-"),
-        data["detail"],
-        headers=headers,
-        taskId=data["taskId"],
+        data["httpStatus"], data["reason"].replace("_", "-"), data["detail"], headers=headers, **ids
     )
 
 

@@ -14,11 +14,13 @@ from lapverse_streams.config_view import ConfigView
 from lapverse_streams.gateway.bridge import Bridge
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.gateway.routes import Routes
+from lapverse_streams.gateway.self_compete import SelfCompeteRoutes
 from lapverse_streams.gateway.status import status_report
 from lapverse_streams.observability.logging import configure_logging
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.observability.tracing import setup_tracing
 from lapverse_streams.settings import Settings
+from lapverse_streams.variants.base import load_families
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     bridge = Bridge(settings)
     app[SETTINGS], app[METRICS], app[CONFIG], app[BRIDGE] = settings, Metrics(), config, bridge
     routes = Routes(settings, config, bridge)
+    rounds = SelfCompeteRoutes(routes, load_families())
 
     async def kafka_clients(_: web.Application) -> AsyncIterator[None]:
         await config.start()
@@ -105,6 +108,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(kafka_clients)
     app.router.add_post("/api/v2/tasks", routes.post_task)
     app.router.add_get("/api/v2/tasks/{task_id}", routes.get_task)
+    app.router.add_post("/api/v2/self-compete", rounds.post)
+    app.router.add_get("/api/v2/self-compete/{competition_id}", rounds.get)
     app.router.add_put("/admin/v1/tenants/{tenant_id}", routes.put_tenant)
     app.router.add_post("/admin/v1/tenants/{tenant_id}/api-keys", routes.post_api_key)
     app.router.add_put("/admin/v1/flags/{flag_key}", routes.put_flag)

@@ -76,6 +76,31 @@ class Metrics:
         self.win_rate = Gauge(
             "lapverse_win_rate", "Win rate per variant", ["tenant", "variant"], registry=r
         )
+        self.variant_runs = Counter(
+            "lapverse_variant_runs",
+            "Variant runs by family, variant and status",
+            ["family", "variant", "status"],
+            registry=r,
+        )
+        self.variant_score = Histogram(
+            "lapverse_variant_score",
+            "Backtest score of variant runs (1 - sMAPE/200)",
+            ["family", "variant"],
+            buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0),
+            registry=r,
+        )
+        self.variant_wins = Counter(
+            "lapverse_variant_wins",
+            "Rounds won per variant",
+            ["tenant", "family", "variant"],
+            registry=r,
+        )
+        self.promotions = Counter(
+            "lapverse_champion_promotions",
+            "Champion promotions",
+            ["tenant", "family"],
+            registry=r,
+        )
         self.redrives = Counter(
             "lapverse_redrives",
             "Accepted tasks re-sent because their result was overdue",

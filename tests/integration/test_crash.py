@@ -18,9 +18,7 @@ from lapverse_streams.events.models import TaskRequested
 from tests.conftest import Stack
 from tests.integration.helpers import create_tenant, drain, ledger_of, read_topic
 
-# Intermittent on Tansu: after the restart the governor sometimes stops consuming the
-# tail of the partition (see docs/decisions/0001); run with `make test-soak`.
-pytestmark = [pytest.mark.kafka, pytest.mark.soak]
+pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 TASKS = 600
 
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from lapverse_streams.domain.admission import Policy
-from lapverse_streams.domain.governor import REPLAYED, REPLY_ONLY, Governor, Inbound
+from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
+from lapverse_streams.domain.governor import Governor
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.events.codec import encode, envelope, header

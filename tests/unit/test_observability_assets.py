@@ -40,9 +40,18 @@ COUNTERS_AND_GAUGES = frozenset(
         "lapverse_competitions_total",
         "lapverse_cost_per_competition",
         "lapverse_win_rate",
+        "lapverse_variant_runs_total",
+        "lapverse_variant_wins_total",
+        "lapverse_champion_promotions_total",
     }
 )
-HISTOGRAMS = frozenset({"lapverse_task_duration_ms", "lapverse_http_request_duration_seconds"})
+HISTOGRAMS = frozenset(
+    {
+        "lapverse_task_duration_ms",
+        "lapverse_http_request_duration_seconds",
+        "lapverse_variant_score",
+    }
+)
 # A classic histogram is only queryable through its series, never by its bare name.
 PRODUCT_SERIES = COUNTERS_AND_GAUGES | {
     f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
@@ -189,6 +198,24 @@ def test_dashboard_is_valid_and_uses_the_provisioned_datasource(path: Path) -> N
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable["type"] == "query":
             assert variable["datasource"]["uid"] == DATASOURCE_UID, variable["name"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda path: path.stem)
+def test_dashboard_panels_do_not_overlap(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    boxes = [(panel["title"], panel["gridPos"]) for panel in dashboard.get("panels", [])]
+    for title, grid in boxes:
+        assert grid["x"] >= 0, title
+        assert grid["x"] + grid["w"] <= 24, title
+    for i, (title_a, a) in enumerate(boxes):
+        for title_b, b in boxes[i + 1 :]:
+            apart = (
+                a["x"] + a["w"] <= b["x"]
+                or b["x"] + b["w"] <= a["x"]
+                or a["y"] + a["h"] <= b["y"]
+                or b["y"] + b["h"] <= a["y"]
+            )
+            assert apart, f"{title_a!r} overlaps {title_b!r}"
 
 
 def test_dashboard_uids_are_unique() -> None:

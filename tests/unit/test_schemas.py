@@ -15,7 +15,13 @@ from pydantic import BaseModel, ValidationError
 
 from lapverse_streams.events.models import (
     EVENT_TYPES,
+    ChampionPromoted,
     CloudEvent,
+    CompetitionCompleted,
+    CompetitionDecision,
+    CompetitionJoined,
+    CompetitionRequest,
+    CompetitionRequested,
     Complexity,
     DecisionReason,
     FinOpsTags,
@@ -27,6 +33,9 @@ from lapverse_streams.events.models import (
     TaskRequested,
     TaskResult,
     TenantConfig,
+    VariantResultEvent,
+    VariantRun,
+    VariantSummary,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +124,137 @@ def envelope() -> CloudEvent:
     )
 
 
+def round_request() -> CompetitionRequest:
+    """A self-compete request with every field set."""
+    return CompetitionRequest(
+        tenant="acme",
+        content="weekly demand",
+        platforms=["twitter"],
+        priority=Priority.HIGH,
+        cost_center="research",
+        competitors=["aggressive", "conservative"],
+        family="forecast",
+        input={"series": [1.0, 2.0, 3.0, 4.0], "horizon": 2},
+    )
+
+
+def round_decision() -> CompetitionDecision:
+    """An accepted round."""
+    return CompetitionDecision(
+        competition_id="c-1",
+        idempotency_key="key-2",
+        status="accepted",
+        reason=DecisionReason.ACCEPTED,
+        http_status=202,
+        detail="accepted",
+        cost_estimate_micros=40_000,
+        variant_cost_micros=20_000,
+        competitors=["aggressive", "conservative"],
+        deadline_ms=1_700_000_030_000,
+        request=round_request(),
+        tags=tags(),
+        decided_at_ms=1_700_000_000_000,
+    )
+
+
+def variant_result() -> VariantResultEvent:
+    """A scored variant run."""
+    return VariantResultEvent(
+        competition_id="c-1",
+        tenant="acme",
+        family="forecast",
+        variant="conservative",
+        competitors=["aggressive", "conservative"],
+        deadline_ms=1_700_000_030_000,
+        status="ok",
+        score=0.95,
+        cost_micros=20_000,
+        duration_ms=3,
+        output={"forecast": [5.0, 6.0]},
+        tags=tags(),
+        finished_at_ms=1_700_000_000_100,
+    )
+
+
+def summaries() -> dict[str, VariantSummary]:
+    """One scored and one failed variant."""
+    return {
+        "conservative": VariantSummary(status="ok", score=0.95, cost_micros=20_000),
+        "aggressive": VariantSummary(status="failed", cost_micros=20_000, error="boom"),
+    }
+
+
+def joined() -> CompetitionJoined:
+    """A joined round."""
+    return CompetitionJoined(
+        competition_id="c-1",
+        tenant="acme",
+        family="forecast",
+        competitors=["aggressive", "conservative"],
+        variants=summaries(),
+        champion="conservative",
+        champion_output={"forecast": [5.0, 6.0]},
+        missing=["aggressive"],
+        cost_micros=40_000,
+        tags=tags(),
+        joined_at_ms=1_700_000_000_200,
+    )
+
+
+def completed() -> CompetitionCompleted:
+    """A completed round."""
+    return CompetitionCompleted(
+        competition_id="c-1",
+        idempotency_key="key-2",
+        tenant="acme",
+        family="forecast",
+        scores={"conservative": 0.95},
+        variants=summaries(),
+        champion="conservative",
+        missing=["aggressive"],
+        cost_micros=40_000,
+        cost_estimate_micros=40_000,
+        promotion={"decision": "kept", "promote": False},
+        tags=tags(),
+        completed_at_ms=1_700_000_000_300,
+    )
+
+
+def promoted() -> ChampionPromoted:
+    """A promotion with its evidence."""
+    return ChampionPromoted(
+        tenant="acme",
+        family="forecast",
+        champion="conservative",
+        baseline="balanced",
+        sequence=1,
+        competition_id="c-1",
+        evidence={"test": {"name": "mixture SPRT"}},
+        flag_key="champion.acme.forecast",
+        rollout_percent=10,
+        tags=tags(),
+        promoted_at_ms=1_700_000_000_300,
+    )
+
+
 SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
+    CompetitionRequested: lambda: CompetitionRequested(**round_request().model_dump(), tags=tags()),
+    CompetitionDecision: round_decision,
+    VariantRun: lambda: VariantRun(
+        competition_id="c-1",
+        tenant="acme",
+        family="forecast",
+        variant="conservative",
+        competitors=["aggressive", "conservative"],
+        input={"series": [1.0, 2.0, 3.0, 4.0], "horizon": 2},
+        deadline_ms=1_700_000_030_000,
+        cost_micros=20_000,
+        tags=tags(),
+    ),
+    VariantResultEvent: variant_result,
+    CompetitionJoined: joined,
+    CompetitionCompleted: completed,
+    ChampionPromoted: promoted,
     TaskRequested: lambda: TaskRequested(**request().model_dump(), tags=tags()),
     TaskDecision: decision,
     TaskResult: result,

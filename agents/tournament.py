@@ -1,0 +1,243 @@
+"""Tournament agents: variant runners, and the join of their results keyed by competition id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from lapverse_streams.clock import now_ms
+from lapverse_streams.domain.tournament import Round, VariantResult
+from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
+from lapverse_streams.events.models import (
+    CompetitionJoined,
+    FinOpsTags,
+    VariantResultEvent,
+    VariantRun,
+    VariantSummary,
+)
+from lapverse_streams.variants.base import FamilyInputError, VariantFamily
+
+if TYPE_CHECKING:
+    from agents.app import Worker
+
+log = logging.getLogger(__name__)
+SOURCE = "/lapverse/tournament"
+SWEEP_INTERVAL_S = 1.0
+
+
+def register_runner(
+    worker: Worker,
+    runs: faust.TopicT,
+    results: faust.TopicT,
+    families: dict[str, VariantFamily],
+) -> None:
+    """Attach the variant runner: one variant.result per variant.run, within its deadline."""
+    settings = worker.settings
+
+    async def run_one(run: VariantRun, traceparent: list[tuple[str, bytes]]) -> None:
+        started = time.monotonic()
+        status, score, output, error = "failed", None, None, None
+        family = families.get(run.family)
+        try:
+            if family is None:
+                raise FamilyInputError("family", f"family {run.family!r} is not installed")
+            remaining_s = (run.deadline_ms - now_ms()) / 1000
+            if remaining_s <= 0:
+                raise TimeoutError
+            normalized = family.validate_input(run.input)
+            outcome = await asyncio.wait_for(family.run(run.variant, normalized), remaining_s)
+            status, score, output = "ok", outcome.score, outcome.output
+        except TimeoutError:
+            status, error = "timeout", "deadline passed before the variant finished"
+        except Exception as exc:  # a variant may fail in any way; the round goes on without it
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("variant failed", extra={"competitionId": run.competition_id})
+        duration_ms = int((time.monotonic() - started) * 1000)
+        result = VariantResultEvent(
+            competition_id=run.competition_id,
+            tenant=run.tenant,
+            family=run.family,
+            variant=run.variant,
+            competitors=run.competitors,
+            deadline_ms=run.deadline_ms,
+            status=status,  # type: ignore[arg-type]
+            score=score,
+            cost_micros=run.cost_micros if status != "timeout" else 0,
+            duration_ms=duration_ms,
+            output=output,
+            error=error,
+            tags=run.tags,
+            finished_at_ms=now_ms(),
+        )
+        event = envelope(
+            "variant.result",
+            f"{run.competition_id}:{run.variant}:result",
+            run.tenant,
+            result,
+            now_ms(),
+            SOURCE,
+        )
+        await results.send(
+            key=run.competition_id.encode(), value=encode(event), headers=traceparent, force=True
+        )
+        worker.metrics.variant_runs.labels(run.family, run.variant, status).inc()
+        if score is not None:
+            worker.metrics.variant_score.labels(run.family, run.variant).observe(score)
+
+    @worker.app.agent(runs, name="variant-runner")
+    async def runner_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+            work = []
+            for e in events:
+                try:
+                    event, short = decode(e.message.value)
+                    if short != "variant.run":
+                        raise PoisonMessage("unknown_type", f"{event.type} is not a variant.run")
+                    run = parse_data(event, VariantRun)
+                except PoisonMessage as exc:
+                    log.error("undecodable variant run skipped", extra={"reason": exc.reason})
+                    continue
+                trace = [(k, v) for k, v in e.message.headers or () if k == "traceparent"]
+                work.append(run_one(run, trace))
+            await asyncio.gather(*work)
+
+
+def register_joiner(
+    worker: Worker, inbound: faust.TopicT, joins: faust.TopicT, rounds: Any, runs_topic: str
+) -> None:
+    """Attach the join: each variant's result once per round; emit the round when it is ready."""
+    settings = worker.settings
+    retention_ms = settings.idempotency_retention_s * 1000
+
+    def load(key: str) -> tuple[Round, dict[str, Any]] | None:
+        raw = rounds.data.get(key)
+        return (Round.from_json(raw), raw) if raw else None
+
+    def store(
+        joined_round: Round, partition: int, tags: FinOpsTags, completed_ms: int | None
+    ) -> None:
+        key = joined_round.competition_id
+        value = {
+            **joined_round.to_json(),
+            "partition": partition,
+            "tags": tags.model_dump(mode="json", by_alias=True),
+            "completedMs": completed_ms,
+        }
+        rounds.data[key] = value
+        rounds.send_changelog(partition, key, value)
+
+    async def emit(joined_round: Round, tags: FinOpsTags) -> None:
+        outcome = joined_round.outcome()
+        variants = {}
+        for name in joined_round.expected:
+            r = joined_round.results.get(name)
+            variants[name] = (
+                VariantSummary(status="missing")
+                if r is None
+                else VariantSummary(
+                    status=r.status,
+                    score=r.score if r.scored else None,
+                    cost_micros=r.cost_micros,
+                    duration_ms=r.duration_ms,
+                    error=r.error,
+                )
+            )
+        champion = outcome.champion
+        joined = CompetitionJoined(
+            competition_id=joined_round.competition_id,
+            tenant=joined_round.tenant,
+            family=joined_round.family,
+            competitors=list(joined_round.expected),
+            variants=variants,
+            champion=champion,
+            champion_output=joined_round.results[champion].output if champion else None,
+            missing=list(outcome.missing),
+            cost_micros=outcome.cost_micros,
+            tags=tags,
+            joined_at_ms=now_ms(),
+        )
+        event = envelope(
+            "competition.joined",
+            f"{joined_round.competition_id}:joined",
+            joined_round.tenant,
+            joined,
+            joined.joined_at_ms,
+            SOURCE,
+        )
+        await joins.send(key=joined_round.tenant.encode(), value=encode(event), force=True)
+
+    @worker.app.agent(inbound, name="joiner")
+    async def joiner_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+            touched: dict[str, tuple[Round, int, FinOpsTags, bool]] = {}
+            for e in events:
+                try:
+                    event, short = decode(e.message.value)
+                    if short == "variant.run":
+                        item: VariantRun | VariantResultEvent = parse_data(event, VariantRun)
+                    elif short == "variant.result":
+                        item = parse_data(event, VariantResultEvent)
+                    else:
+                        raise PoisonMessage("unknown_type", f"{event.type} cannot be joined")
+                except PoisonMessage as exc:
+                    log.error("undecodable variant event skipped", extra={"reason": exc.reason})
+                    continue
+                key = item.competition_id
+                if key not in touched:
+                    loaded = load(key)
+                    fresh = Round(
+                        key, item.tenant, item.family, tuple(item.competitors), item.deadline_ms
+                    )
+                    current = loaded[0] if loaded else fresh
+                    touched[key] = (current, e.message.partition, item.tags, current.completed)
+                joined_round = touched[key][0]
+                if isinstance(item, VariantResultEvent):
+                    joined_round.record(
+                        VariantResult(
+                            item.variant,
+                            item.status,
+                            item.score,
+                            item.cost_micros,
+                            item.duration_ms,
+                            item.output,
+                            item.error,
+                        )
+                    )
+            now = now_ms()
+            for joined_round, partition, tags, was_done in touched.values():
+                if was_done:  # a redelivery or a redrive: the join may have been lost, send again
+                    await emit(joined_round, tags)
+                    continue
+                ready = joined_round.is_ready(now)
+                if ready:
+                    joined_round.complete()
+                store(joined_round, partition, tags, now if ready else None)
+                if ready:
+                    await emit(joined_round, tags)
+
+    @worker.app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def close_overdue_rounds() -> None:
+        """Complete rounds whose deadline passed with variants missing; forget old ones."""
+        assignment = worker.app.consumer.assignment() if worker.app.consumer else set()
+        owned = {tp.partition for tp in assignment if tp.topic == runs_topic}
+        if not owned or worker.app.rebalancing:
+            return
+        now = now_ms()
+        for key, raw in list(rounds.data.items()):
+            if raw.get("partition") not in owned:
+                continue
+            if raw.get("completedMs") is not None:
+                if raw["completedMs"] + retention_ms < now:
+                    del rounds.data[key]
+                    rounds.send_changelog(raw["partition"], key, None)
+                continue
+            joined_round = Round.from_json(raw)
+            if joined_round.is_ready(now):
+                tags = FinOpsTags.model_validate(raw["tags"])
+                joined_round.complete()
+                store(joined_round, raw["partition"], tags, now)
+                await emit(joined_round, tags)

@@ -1,0 +1,331 @@
+"""Self-compete rounds inside the governor: intake, fan-out, and what a settled round emits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from lapverse_streams.domain import idempotency
+from lapverse_streams.domain.admission import Verdict
+from lapverse_streams.domain.batch import (
+    SOURCE,
+    BatchOutput,
+    Headers,
+    Inbound,
+    Intake,
+    Observation,
+    Outbound,
+)
+from lapverse_streams.domain.budget import DAY_MS, Burn, burn_rate
+from lapverse_streams.domain.ledger import Ledger
+from lapverse_streams.domain.pricing import billing_period
+from lapverse_streams.domain.promotion import (
+    Evolution,
+    PromotionDecision,
+    PromotionPolicy,
+    apply,
+    evaluate,
+)
+from lapverse_streams.domain.self_compete import (
+    InvalidCompetition,
+    resolve,
+    variant_cost_micros,
+    variant_runs,
+)
+from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
+from lapverse_streams.events.models import (
+    ChampionPromoted,
+    CloudEvent,
+    CompetitionCompleted,
+    CompetitionDecision,
+    CompetitionJoined,
+    CompetitionRequest,
+    CompetitionRequested,
+    FinOpsTags,
+    FlagConfig,
+    Model,
+    TenantConfig,
+)
+from lapverse_streams.variants.base import VariantFamily
+
+ROLLOUT_PERCENT = 10
+
+
+def round_intake(
+    event: CloudEvent, now_ms: int, families: Mapping[str, VariantFamily], deadline_ms: int
+) -> Intake:
+    """A competition.requested event reduced to what admission needs."""
+    requested = parse_data(event, CompetitionRequested)
+    if event.subject is not None and event.subject != requested.tenant:
+        raise PoisonMessage("wrong_schema", "subject does not match data.tenant")
+    request = CompetitionRequest.model_validate(requested.model_dump(exclude={"tags"}))
+    tenant_id, key = request.tenant, event.id
+    competition_id = idempotency.competition_id(tenant_id, key)
+    invalid: InvalidCompetition | None = None
+    try:
+        competitors = resolve(request, families).competitors
+    except InvalidCompetition as exc:
+        invalid, competitors = exc, tuple(request.competitors or ())
+    per_variant = variant_cost_micros()
+
+    def decide(verdict: Verdict, estimate: int, tags: FinOpsTags) -> tuple[str, Model]:
+        decision = CompetitionDecision(
+            competition_id=competition_id,
+            idempotency_key=key,
+            status="accepted" if verdict.accepted else "rejected",
+            reason=verdict.reason,
+            http_status=verdict.http_status,
+            detail=verdict.detail,
+            retry_after_s=verdict.retry_after_s,
+            cost_estimate_micros=estimate,
+            variant_cost_micros=per_variant,
+            competitors=list(competitors),
+            deadline_ms=now_ms + deadline_ms,
+            request=request,
+            tags=tags,
+            decided_at_ms=now_ms,
+        )
+        return ("competition.accepted" if verdict.accepted else "competition.rejected"), decision
+
+    return Intake(
+        kind="competition",
+        request_id=competition_id,
+        tenant_id=tenant_id,
+        key=key,
+        fingerprint=idempotency.fingerprint(request),
+        estimate_micros=0 if invalid else per_variant * len(competitors),
+        flag_key=f"family.{request.family}",
+        subject=f"competition family {request.family!r}",
+        label=request.family,
+        cost_center=request.cost_center,
+        tags=requested.tags,
+        now_ms=now_ms,
+        decide=decide,
+        invalid=invalid,
+    )
+
+
+def fan_out(decision_json: str, headers: Headers) -> list[Outbound]:
+    """The variant.run records of an accepted round, keyed by competition id."""
+    event, _ = decode(decision_json.encode())
+    decision = parse_data(event, CompetitionDecision)
+    trace = [(name, value) for name, value in headers if name == "traceparent"]
+    return [
+        Outbound(
+            "runs",
+            run.competition_id.encode(),
+            encode(
+                envelope(
+                    "variant.run",
+                    f"{run.competition_id}:{run.variant}",
+                    run.tenant,
+                    run,
+                    decision.decided_at_ms,
+                    SOURCE,
+                )
+            ),
+            list(trace),
+        )
+        for run in variant_runs(decision)
+    ]
+
+
+def settled_outputs(
+    record: Mapping[str, Any],
+    joined: CompetitionJoined,
+    decision: PromotionDecision,
+    sequence: int,
+    now_ms: int,
+) -> list[Outbound]:
+    """competition.completed, plus champion.promoted and the champion flag on a promotion."""
+    tenant = record["tenant"]
+    scores = {
+        name: summary.score
+        for name, summary in joined.variants.items()
+        if summary.status == "ok" and summary.score is not None
+    }
+    completed = CompetitionCompleted(
+        competition_id=joined.competition_id,
+        idempotency_key=record["key"],
+        tenant=tenant,
+        family=joined.family,
+        scores=scores,
+        variants=joined.variants,
+        champion=joined.champion,
+        champion_output=joined.champion_output,
+        missing=joined.missing,
+        cost_micros=joined.cost_micros,
+        cost_estimate_micros=record["estimate"],
+        promotion={"decision": "promoted" if decision.promote else "kept", **decision.to_json()},
+        tags=joined.tags,
+        completed_at_ms=now_ms,
+    )
+    event_id = f"{joined.competition_id}:completed"
+    outputs = [
+        Outbound(
+            "completions",
+            tenant.encode(),
+            encode(envelope("competition.completed", event_id, tenant, completed, now_ms, SOURCE)),
+            [],
+        )
+    ]
+    if decision.promote and decision.challenger is not None:
+        outputs.extend(promotion_outputs(joined, decision, sequence, now_ms))
+    return outputs
+
+
+def promotion_outputs(
+    joined: CompetitionJoined, decision: PromotionDecision, sequence: int, now_ms: int
+) -> list[Outbound]:
+    """champion.promoted on lapverse-champions and a 10 % rollout of the champion flag."""
+    assert decision.challenger is not None
+    tenant, family = joined.tenant, joined.family
+    baseline = str(decision.evidence.get("baseline") or decision.incumbent or "")
+    flag_key = f"champion.{tenant}.{family}"
+    promoted = ChampionPromoted(
+        tenant=tenant,
+        family=family,
+        champion=decision.challenger,
+        previous=decision.incumbent,
+        baseline=baseline,
+        sequence=sequence,
+        competition_id=joined.competition_id,
+        evidence=decision.evidence,
+        flag_key=flag_key,
+        rollout_percent=ROLLOUT_PERCENT,
+        tags=joined.tags,
+        promoted_at_ms=now_ms,
+    )
+    flag = FlagConfig(flag_key=flag_key, definition=champion_flag(decision.challenger, baseline))
+    promoted_id = f"{tenant}/{family}:promotion:{sequence}"
+    flag_id = f"{flag_key}:{sequence}"
+    return [
+        Outbound(
+            "champions",
+            tenant.encode(),
+            encode(envelope("champion.promoted", promoted_id, tenant, promoted, now_ms, SOURCE)),
+            [],
+        ),
+        Outbound(
+            "flags",
+            flag_key.encode(),
+            encode(envelope("flag.configured", flag_id, flag_key, flag, now_ms, SOURCE)),
+            [],
+        ),
+    ]
+
+
+def champion_flag(champion: str, baseline: str) -> dict[str, Any]:
+    """flagd string flag sending 10 % of targeting keys to the new champion."""
+    variants = {champion: champion}
+    if baseline and baseline != champion:
+        variants[baseline] = baseline
+    rest = baseline if baseline in variants and baseline != champion else champion
+    return {
+        "state": "ENABLED",
+        "variants": variants,
+        "defaultVariant": rest,
+        "targeting": {"fractional": [[champion, ROLLOUT_PERCENT], [rest, 100 - ROLLOUT_PERCENT]]},
+    }
+
+
+@dataclass
+class Referee:
+    """Settles joined rounds in the governor: charge, burn, evolution, outputs; each once."""
+
+    records: MutableMapping[str, Any]
+    evolutions: MutableMapping[str, Any]
+    policy: PromotionPolicy
+
+    def settle(
+        self,
+        joined: CompetitionJoined,
+        existing: Mapping[str, Any],
+        record: Inbound,
+        tenant: TenantConfig | None,
+        ledger: Ledger,
+        burn: Burn,
+        now_ms: int,
+        out: BatchOutput,
+    ) -> None:
+        """Apply a joined round to the stores and emit its events; a redelivery re-emits them."""
+        tenant_id = existing["tenant"]
+        if existing["status"] == "rejected":
+            raise PoisonMessage(
+                "unknown_competition", f"round {joined.competition_id} was rejected"
+            )
+        if existing["status"] == "completed":
+            if existing.get("finalOffset") == record.offset:  # redelivered: outputs may be lost
+                out.records.extend(
+                    Outbound(sink, key.encode(), value.encode(), [])
+                    for sink, key, value in existing["outputs"]
+                )
+            else:
+                out.observations.append(Observation("duplicate_result", tenant_id, joined.family))
+            return
+        if not ledger.already_applied("joins", record.offset):
+            period = billing_period(joined.joined_at_ms)
+            ledger.settle(joined.competition_id, joined.cost_micros, period, existing["costCenter"])
+            ledger.mark("joins", record.offset)
+            out.dirty_ledgers[tenant_id] = record.partition
+        objective = tenant.latency_objective_ms if tenant else 30_000
+        window_days = tenant.slo_window_days if tenant else 30
+        if record.offset > burn.applied:
+            elapsed = joined.joined_at_ms - existing["createdMs"]
+            good = joined.champion is not None and elapsed <= objective
+            burn.record(joined.joined_at_ms, good, record.offset, window_days)
+            out.dirty_burns[tenant_id] = record.partition
+        good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
+        rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)
+        decision, evolution = self._evolve(joined, rate, record, out)
+        outputs = settled_outputs(existing, joined, decision, evolution.promotions, now_ms)
+        self.records[joined.competition_id] = {
+            **existing,
+            "status": "completed",
+            "finalOffset": record.offset,
+            "cost": joined.cost_micros,
+            "finishedMs": now_ms,
+            "outputs": [
+                [o.sink, (o.key or b"").decode(), (o.value or b"").decode()] for o in outputs
+            ],
+        }
+        out.dirty_records[joined.competition_id] = record.partition
+        out.records.extend(outputs)
+        scores = {n: v.score for n, v in joined.variants.items() if v.score is not None}
+        out.observations.append(
+            Observation(
+                "competition",
+                tenant_id,
+                joined.family,
+                joined.champion or "",
+                data={
+                    "costMicros": joined.cost_micros,
+                    "scores": scores,
+                    "winRates": evolution.win_rates(),
+                    "promoted": decision.promote,
+                },
+            )
+        )
+
+    def _evolve(
+        self, joined: CompetitionJoined, rate: float, record: Inbound, out: BatchOutput
+    ) -> tuple[PromotionDecision, Evolution]:
+        """Count the round in the tenant's evolution and decide on a promotion, once."""
+        key = f"{joined.tenant}/{joined.family}"
+        stored = self.evolutions.get(key) or {}
+        evolution = Evolution.from_json(stored)
+        if evolution.already_applied(record.offset):  # its dedup record was lost in a crash
+            last = stored.get("last") or {}
+            if last.get("offset") == record.offset:
+                return PromotionDecision(**last["decision"]), evolution
+            return evaluate(evolution, rate, self.policy), evolution
+        evolution.record_round(
+            joined.champion, joined.competitors, record.offset, self.policy.window_rounds
+        )
+        decision = evaluate(evolution, rate, self.policy)
+        apply(evolution, decision)
+        last = {"offset": record.offset, "decision": decision.to_json()}
+        self.evolutions[key] = {**evolution.to_json(), "last": last}
+        out.dirty_evolutions[key] = record.partition
+        return decision, evolution

@@ -1,0 +1,95 @@
+"""What a governor batch consumes and produces: records in, records out, observations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lapverse_streams.domain.admission import Verdict
+from lapverse_streams.events.models import FinOpsTags, Model
+
+if TYPE_CHECKING:
+    from lapverse_streams.domain.budget import Burn
+    from lapverse_streams.domain.ledger import Ledger
+    from lapverse_streams.domain.self_compete import InvalidCompetition
+
+Headers = list[tuple[str, bytes]]
+REQUEST_ID = "lapverse-request-id"
+REPLAYED = "lapverse-replayed"
+REPLY_ONLY = "lapverse-reply-only"
+SOURCE = "/lapverse/governor"
+FINAL = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One consumed record."""
+
+    source: str  # "tasks", "results", "rounds" (self-compete requests) or "joins"
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One record to produce; `sink` names the topic role."""
+
+    sink: str  # decisions, dlq, runs, completions, champions or flags
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Something worth a metric: the agent turns these into counters."""
+
+    kind: str  # task_decision, competition_decision, replay, result, competition, ...
+    tenant: str
+    task_type: str = ""
+    reason: str = ""
+    duration_ms: int = 0
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A request of either kind, reduced to what idempotency and admission need."""
+
+    kind: str  # "task" or "competition"
+    request_id: str  # task id or competition id
+    tenant_id: str
+    key: str
+    fingerprint: str
+    estimate_micros: int
+    flag_key: str
+    subject: str  # what the flag gates, for messages
+    label: str  # task type or competition family, for metrics
+    cost_center: str
+    tags: FinOpsTags | None
+    now_ms: int
+    decide: Callable[[Verdict, int, FinOpsTags], tuple[str, Model]]
+    invalid: InvalidCompetition | None = None
+
+    @property
+    def source(self) -> str:
+        """The ledger's offset mark for the request's topic."""
+        return "tasks" if self.kind == "task" else "rounds"
+
+
+@dataclass
+class BatchOutput:
+    """What a batch produces: records to send, keys to write, observations."""
+
+    records: list[Outbound] = field(default_factory=list)
+    dirty_records: dict[str, int] = field(default_factory=dict)
+    dirty_ledgers: dict[str, int] = field(default_factory=dict)
+    dirty_burns: dict[str, int] = field(default_factory=dict)
+    dirty_evolutions: dict[str, int] = field(default_factory=dict)
+    observations: list[Observation] = field(default_factory=list)
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    burns: dict[str, Burn] = field(default_factory=dict)

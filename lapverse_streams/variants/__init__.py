@@ -1,0 +1,1 @@
+"""Variant families: competitors that self-compete tournaments run on the same input."""
