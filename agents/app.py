@@ -8,11 +8,13 @@ from typing import Any
 
 import faust
 
-from agents import executor, governor, tournament
+from agents import executor, governor, heartbeat, services, tournament
+from agents import kaggle as kaggle_agent
 from agents.highwaters import use_fetched_highwaters
+from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
-from lapverse_streams.handlers.base import TaskHandler, load_handlers
+from lapverse_streams.handlers.base import Services, TaskHandler, load_handlers
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 from lapverse_streams.variants.base import VariantFamily, load_families
@@ -27,6 +29,7 @@ class Worker:
     config: ConfigView
     metrics: Metrics
     tables: dict[str, Any]
+    services: services.ExternalServices
 
 
 def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
@@ -40,8 +43,9 @@ def create_worker(
     settings: Settings,
     handlers: dict[str, TaskHandler] | None = None,
     families: dict[str, VariantFamily] | None = None,
+    kaggle: KagglePipeline | None = None,
 ) -> Worker:
-    """Build the Faust app with the governor, executor and tournament agents."""
+    """Build the Faust app with the governor, executor, tournament and Kaggle agents."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     use_fetched_highwaters()
     app = faust.App(
@@ -68,7 +72,10 @@ def create_worker(
         name: app.Table(name, partitions=settings.topic_partitions)
         for name in ("dedup", "ledger", "burn", "evolution", "rounds")
     }
-    worker = Worker(app, settings, ConfigView(settings), Metrics(), tables)
+    metrics = Metrics()
+    external = services.build_services(settings, metrics)
+    worker = Worker(app, settings, ConfigView(settings), metrics, tables, external)
+    services.own(app, external)
     families = families if families is not None else load_families()
     # Everything keyed by tenant id meets in the governor, co-partitioned with its tables.
     inbound = raw_topic(
@@ -91,13 +98,15 @@ def create_worker(
         "completions": raw_topic(app, settings.topic(topics.COMPETITION_RESULTS)),
         "champions": raw_topic(app, settings.topic(topics.CHAMPIONS)),
         "flags": raw_topic(app, settings.topic(topics.FLAGS)),
+        "kaggle": raw_topic(app, settings.topic(topics.KAGGLE)),
     }
     governor.register(worker, inbound, sinks, families)
     executor.register(
         worker,
         decisions,
         raw_topic(app, settings.topic(topics.TASK_RESULTS)),
-        handlers if handlers is not None else load_handlers(),
+        sinks["dlq"],
+        handlers if handlers is not None else load_handlers(Services(external.news_ai)),
     )
     # Runs and results are keyed by competition id: the join lives on their partitions.
     runs_name = settings.topic(topics.VARIANT_RUNS)
@@ -109,7 +118,20 @@ def create_worker(
         raw_topic(app, settings.topic(topics.COMPETITION_JOINS)),
         tables["rounds"],
         runs_name,
+        external.share,
     )
+
+    kaggle_breaker = kaggle_agent.build_breaker(settings, worker.metrics)
+    external.breakers.append(kaggle_breaker)
+    kaggle_agent.register(
+        worker,
+        sinks["kaggle"],
+        sinks["flags"],
+        sinks["dlq"],
+        kaggle if kaggle is not None else kaggle_agent.build_pipeline(settings),
+        kaggle_breaker,
+    )
+    heartbeat.register(worker, raw_topic(app, settings.topic(topics.WORKER_STATUS)))
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

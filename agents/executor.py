@@ -31,7 +31,11 @@ SOURCE = "/lapverse/executor"
 
 
 def register(
-    worker: Worker, decisions: faust.TopicT, results: faust.TopicT, handlers: dict[str, TaskHandler]
+    worker: Worker,
+    decisions: faust.TopicT,
+    results: faust.TopicT,
+    dlq: faust.TopicT,
+    handlers: dict[str, TaskHandler],
 ) -> None:
     """Attach the executor agent to the app."""
     settings = worker.settings
@@ -82,22 +86,56 @@ def register(
         headers = [("traceparent", traceparent.encode())] if traceparent else []
         return request.tenant.encode(), encode(event), headers
 
+    async def run_and_report(decision: TaskDecision, traceparent: str | None, message: Any) -> None:
+        key, value, hdrs = await execute(decision, traceparent)
+        await results.send(key=key, value=value, headers=hdrs, force=True)
+        event, short = decode(value)
+        if short == "task.failed":  # retries exhausted: the decision goes to the DLQ too
+            cause = str(event.data.get("error") or "failed")
+            await dlq.send(
+                key=message.key,
+                value=message.value,
+                headers=[
+                    *(message.headers or ()),
+                    ("lapverse-dlq-source", b"executor"),
+                    ("lapverse-dlq-partition", str(message.partition).encode()),
+                    ("lapverse-dlq-offset", str(message.offset).encode()),
+                    ("lapverse-dlq-reason", b"handler_failed"),
+                    ("lapverse-dlq-error", cause[:1000].encode()),
+                ],
+                force=True,
+            )
+            worker.metrics.dlq.labels("executor", "handler_failed").inc()
+
     @worker.app.agent(decisions, name="executor")
     async def executor_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
-            work = []
-            for e in events:
-                hdrs = list(e.message.headers or ())
-                if header(hdrs, REPLAYED) or header(hdrs, REPLY_ONLY):
-                    continue
-                try:
-                    event, short = decode(e.message.value)
-                    if short != "task.accepted":
+        # Tasks run in the background so one task's retries never hold up the partition. A
+        # task in flight when the worker dies is not lost: its offset may be committed, but
+        # the governor re-sends the decision of any accepted task whose result is overdue.
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for events in stream.take_events(
+                settings.batch_max, settings.batch_within_ms / 1000
+            ):
+                for e in events:
+                    hdrs = list(e.message.headers or ())
+                    if header(hdrs, REPLAYED) or header(hdrs, REPLY_ONLY):
                         continue
-                    work.append(
-                        execute(parse_data(event, TaskDecision), header(hdrs, "traceparent"))
+                    try:
+                        event, short = decode(e.message.value)
+                        if short != "task.accepted":
+                            continue
+                        decision = parse_data(event, TaskDecision)
+                    except PoisonMessage as exc:
+                        log.error("undecodable decision skipped", extra={"reason": exc.reason})
+                        continue
+                    while len(running) >= settings.executor_concurrency:
+                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    task = asyncio.create_task(
+                        run_and_report(decision, header(hdrs, "traceparent"), e.message)
                     )
-                except PoisonMessage as exc:
-                    log.error("undecodable decision skipped", extra={"reason": exc.reason})
-            for key, value, hdrs in await asyncio.gather(*work):
-                await results.send(key=key, value=value, headers=hdrs, force=True)
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()

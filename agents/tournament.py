@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
 
+from lapverse_streams.clients.share_api import ShareAPI
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.tournament import Round, VariantResult
 from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
 from lapverse_streams.events.models import (
     CompetitionJoined,
     FinOpsTags,
+    SharedPost,
     VariantResultEvent,
     VariantRun,
     VariantSummary,
@@ -106,31 +109,64 @@ def register_runner(
             await asyncio.gather(*work)
 
 
+@dataclass
+class Pending:
+    """A round touched by a batch: its join record and what the round needs when it ends."""
+
+    round: Round
+    partition: int
+    meta: dict[str, Any]  # tags, content, platforms and (once published) posts
+    was_done: bool
+
+
 def register_joiner(
-    worker: Worker, inbound: faust.TopicT, joins: faust.TopicT, rounds: Any, runs_topic: str
+    worker: Worker,
+    inbound: faust.TopicT,
+    joins: faust.TopicT,
+    rounds: Any,
+    runs_topic: str,
+    share: ShareAPI,
 ) -> None:
     """Attach the join: each variant's result once per round; emit the round when it is ready."""
     settings = worker.settings
     retention_ms = settings.idempotency_retention_s * 1000
 
-    def load(key: str) -> tuple[Round, dict[str, Any]] | None:
-        raw = rounds.data.get(key)
-        return (Round.from_json(raw), raw) if raw else None
-
-    def store(
-        joined_round: Round, partition: int, tags: FinOpsTags, completed_ms: int | None
-    ) -> None:
-        key = joined_round.competition_id
+    def store(pending: Pending, completed_ms: int | None) -> None:
+        key = pending.round.competition_id
         value = {
-            **joined_round.to_json(),
-            "partition": partition,
-            "tags": tags.model_dump(mode="json", by_alias=True),
+            **pending.round.to_json(),
+            **pending.meta,
+            "partition": pending.partition,
             "completedMs": completed_ms,
         }
         rounds.data[key] = value
-        rounds.send_changelog(partition, key, value)
+        rounds.send_changelog(pending.partition, key, value)
 
-    async def emit(joined_round: Round, tags: FinOpsTags) -> None:
+    async def publish(pending: Pending) -> None:
+        """Share the champion's output on the round's platforms (fallback ids when it fails)."""
+        champion = pending.round.outcome().champion
+        platforms = pending.meta.get("platforms") or []
+        if champion is None or not platforms:
+            return
+        text = share_text(pending.meta.get("content", ""), pending.round, champion)
+        posts = await asyncio.gather(*(share.publish(p, text) for p in platforms))
+        pending.meta["posts"] = [
+            SharedPost(
+                platform=p.platform, post_id=p.post_id, url=p.url, fallback=p.fallback
+            ).model_dump(mode="json", by_alias=True)
+            for p in posts
+        ]
+
+    async def finish(pending: Pending, now: int) -> None:
+        """Close a ready round: publish, record, then emit the joined event."""
+        pending.round.complete()
+        await publish(pending)
+        store(pending, now)
+        await emit(pending)
+
+    async def emit(pending: Pending) -> None:
+        joined_round = pending.round
+        tags = FinOpsTags.model_validate(pending.meta["tags"])
         outcome = joined_round.outcome()
         variants = {}
         for name in joined_round.expected:
@@ -157,6 +193,7 @@ def register_joiner(
             champion_output=joined_round.results[champion].output if champion else None,
             missing=list(outcome.missing),
             cost_micros=outcome.cost_micros,
+            posts=[SharedPost.model_validate(p) for p in pending.meta.get("posts", [])],
             tags=tags,
             joined_at_ms=now_ms(),
         )
@@ -173,7 +210,7 @@ def register_joiner(
     @worker.app.agent(inbound, name="joiner")
     async def joiner_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
-            touched: dict[str, tuple[Round, int, FinOpsTags, bool]] = {}
+            touched: dict[str, Pending] = {}
             for e in events:
                 try:
                     event, short = decode(e.message.value)
@@ -188,15 +225,12 @@ def register_joiner(
                     continue
                 key = item.competition_id
                 if key not in touched:
-                    loaded = load(key)
-                    fresh = Round(
-                        key, item.tenant, item.family, tuple(item.competitors), item.deadline_ms
-                    )
-                    current = loaded[0] if loaded else fresh
-                    touched[key] = (current, e.message.partition, item.tags, current.completed)
-                joined_round = touched[key][0]
+                    touched[key] = load(key, item, e.message.partition)
+                pending = touched[key]
+                if isinstance(item, VariantRun) and "platforms" not in pending.meta:
+                    pending.meta.update(content=item.content, platforms=item.platforms)
                 if isinstance(item, VariantResultEvent):
-                    joined_round.record(
+                    pending.round.record(
                         VariantResult(
                             item.variant,
                             item.status,
@@ -208,16 +242,23 @@ def register_joiner(
                         )
                     )
             now = now_ms()
-            for joined_round, partition, tags, was_done in touched.values():
-                if was_done:  # a redelivery or a redrive: the join may have been lost, send again
-                    await emit(joined_round, tags)
-                    continue
-                ready = joined_round.is_ready(now)
-                if ready:
-                    joined_round.complete()
-                store(joined_round, partition, tags, now if ready else None)
-                if ready:
-                    await emit(joined_round, tags)
+            for pending in touched.values():
+                if pending.was_done:  # a redelivery or a redrive: the join may have been lost
+                    await emit(pending)
+                elif pending.round.is_ready(now):
+                    await finish(pending, now)
+                else:
+                    store(pending, None)
+
+    def load(key: str, item: VariantRun | VariantResultEvent, partition: int) -> Pending:
+        raw = rounds.data.get(key)
+        if raw:
+            meta = {k: raw[k] for k in ("tags", "content", "platforms", "posts") if k in raw}
+            joined_round = Round.from_json(raw)
+            return Pending(joined_round, raw["partition"], meta, joined_round.completed)
+        fresh = Round(key, item.tenant, item.family, tuple(item.competitors), item.deadline_ms)
+        tags = item.tags.model_dump(mode="json", by_alias=True)
+        return Pending(fresh, partition, {"tags": tags}, False)
 
     @worker.app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def close_overdue_rounds() -> None:
@@ -235,9 +276,16 @@ def register_joiner(
                     del rounds.data[key]
                     rounds.send_changelog(raw["partition"], key, None)
                 continue
-            joined_round = Round.from_json(raw)
-            if joined_round.is_ready(now):
-                tags = FinOpsTags.model_validate(raw["tags"])
-                joined_round.complete()
-                store(joined_round, raw["partition"], tags, now)
-                await emit(joined_round, tags)
+            meta = {k: raw[k] for k in ("tags", "content", "platforms") if k in raw}
+            pending = Pending(Round.from_json(raw), raw["partition"], meta, False)
+            if pending.round.is_ready(now):
+                await finish(pending, now)
+
+
+def share_text(content: str, joined_round: Round, champion: str) -> str:
+    """What gets published: the round's content and its champion's forecast."""
+    output = joined_round.results[champion].output or {}
+    forecast = output.get("forecast") or []
+    head = ", ".join(f"{v:.1f}" for v in forecast[:6])
+    score = joined_round.results[champion].score or 0.0
+    return f"{content} Champion: {champion} (score {score:.3f}). Forecast: {head}".strip()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import aiohttp
 import orjson
@@ -16,6 +17,7 @@ import orjson
 from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
+from lapverse_streams.standins.process import spawn_standin, stop_standin
 from lapverse_streams.variants.forecast import demo_input
 
 DEMO_TENANT = "acme"
@@ -47,7 +49,14 @@ def run_all(settings: Settings) -> int:
         "LAPVERSE_BROKER_URL": settings.broker_url,
     }
     children: list[subprocess.Popen[bytes]] = []
+    standins: list[subprocess.Popen[bytes]] = []
     try:
+        for kind, url in (("news-ai", settings.news_ai_url), ("share-api", settings.share_api_url)):
+            parsed = urlparse(url)
+            host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+            if host in ("127.0.0.1", "localhost") and not port_is_open(host, port):
+                standins.append(spawn_standin(kind, host, port, logs / f"{kind}.log"))
+                print(f"{kind} stand-in on {url} (PUT {url}/control sets latency and failures)")
         asyncio.run(ensure_topics(settings))
         for role in ("worker", "gateway"):
             with (logs / f"{role}.log").open("ab") as out:
@@ -68,6 +77,8 @@ def run_all(settings: Settings) -> int:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        for standin in standins:
+            stop_standin(standin)
         if broker:
             broker.stop()
         print("stopped", flush=True)

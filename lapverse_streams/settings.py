@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
 PREFIX = "LAPVERSE_"
+# fields that fall back to the variable the Kaggle client documents
+KAGGLE_ENV = {
+    "kaggle_username": "KAGGLE_USERNAME",
+    "kaggle_key": "KAGGLE_KEY",
+    "kaggle_environment": "KAGGLE_API_ENVIRONMENT",
+}
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,28 @@ class Settings:
     batch_max: int = 500
     batch_within_ms: int = 20
     retry_attempts: int = 3
+    executor_concurrency: int = 500
     retry_base_ms: int = 1_000
     redrive_after_ms: int = 120_000
     competition_deadline_ms: int = 30_000
+    news_ai_url: str = "http://127.0.0.1:8091"
+    news_ai_key: str = ""
+    news_ai_timeout_ms: int = 3_000
+    news_ai_failure_threshold: int = 50
+    share_api_url: str = "http://127.0.0.1:8092"
+    share_api_key: str = ""
+    share_api_timeout_ms: int = 2_000
+    share_api_failure_threshold: int = 30
+    breaker_reset_timeout_ms: int = 30_000
+    heartbeat_interval_ms: int = 5_000
+    kaggle_username: str = ""
+    kaggle_key: str = field(default="", repr=False)
+    kaggle_environment: str = "PROD"
+    kaggle_owner: str = ""
+    kaggle_kernel: str = ""
+    kaggle_timeout_ms: int = 60_000
+    kaggle_failure_threshold: int = 5
+    kaggle_reset_timeout_ms: int = 30_000
     rebalance_timeout_s: float = 6.0
     standby_replicas: int = 0
     otlp_endpoint: str = ""
@@ -48,7 +73,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from LAPVERSE_* variables (and OTEL_EXPORTER_OTLP_ENDPOINT)."""
+        """Build settings from LAPVERSE_* variables (and OTEL_EXPORTER_OTLP_ENDPOINT, KAGGLE_*)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -59,6 +84,9 @@ class Settings:
             values[f.name] = kind(raw) if kind is not bool else raw.lower() in {"1", "true"}
         if "otlp_endpoint" not in values and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             values["otlp_endpoint"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        for name, standard in KAGGLE_ENV.items():
+            if name not in values and env.get(standard):
+                values[name] = env[standard]
         settings = cls(**values)
         settings.validate()
         return settings

@@ -28,4 +28,8 @@ async def print_status(settings: Settings) -> int:
             f"  {tenant_id:<20} success {ratio:>8} (SLO {t['sloTarget']:.2%})  "
             f"cost ${t['cost']:.2f} of MRR ${t['mrr']:.2f}"
         )
+    for name, state in sorted(report.get("breakers", {}).items()):
+        print(f"  breaker {name:<12} {state}")
+    for topic, behind in sorted(report.get("consumerLag", {}).items()):
+        print(f"  lag {topic:<40} {behind}")
     return {"healthy": 0, "degraded": 1}.get(label, 2)

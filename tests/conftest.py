@@ -19,6 +19,7 @@ import pytest
 from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
+from lapverse_streams.standins.process import spawn_standin, stop_standin
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -29,6 +30,21 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(free_port(), log_path=log) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """News AI and Share API stand-ins on free ports: the settings that point at them."""
+    logs = tmp_path_factory.mktemp("standins")
+    news_port, share_port = free_port(), free_port()
+    news = spawn_standin("news-ai", "127.0.0.1", news_port, logs / "news-ai.log")
+    share = spawn_standin("share-api", "127.0.0.1", share_port, logs / "share-api.log")
+    yield {
+        "LAPVERSE_NEWS_AI_URL": f"http://127.0.0.1:{news_port}",
+        "LAPVERSE_SHARE_API_URL": f"http://127.0.0.1:{share_port}",
+    }
+    stop_standin(news)
+    stop_standin(share)
 
 
 @dataclass
@@ -94,7 +110,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack_factory(
-    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    broker: EmbeddedBroker,
+    standins: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Stack]]:
     """Builds stacks with a fresh topic prefix (hence consumer group); stops them all at the end."""
     stacks: list[Stack] = []
@@ -111,6 +129,7 @@ def stack_factory(
             "LAPVERSE_TOPIC_PARTITIONS": "2",
             "LAPVERSE_RETRY_BASE_MS": "10",
             "LAPVERSE_LOG_LEVEL": "INFO",
+            **standins,
             **overrides,
         }
         settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("LAPVERSE_")})

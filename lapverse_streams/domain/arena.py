@@ -44,6 +44,7 @@ from lapverse_streams.events.models import (
     CompetitionRequested,
     FinOpsTags,
     FlagConfig,
+    KaggleStage,
     Model,
     TenantConfig,
 )
@@ -136,9 +137,10 @@ def settled_outputs(
     joined: CompetitionJoined,
     decision: PromotionDecision,
     sequence: int,
+    burn_rate: float,
     now_ms: int,
 ) -> list[Outbound]:
-    """competition.completed, plus champion.promoted and the champion flag on a promotion."""
+    """competition.completed; on a promotion also champion.promoted, the flag and Kaggle."""
     tenant = record["tenant"]
     scores = {
         name: summary.score
@@ -158,6 +160,7 @@ def settled_outputs(
         cost_micros=joined.cost_micros,
         cost_estimate_micros=record["estimate"],
         promotion={"decision": "promoted" if decision.promote else "kept", **decision.to_json()},
+        posts=joined.posts,
         tags=joined.tags,
         completed_at_ms=now_ms,
     )
@@ -172,7 +175,39 @@ def settled_outputs(
     ]
     if decision.promote and decision.challenger is not None:
         outputs.extend(promotion_outputs(joined, decision, sequence, now_ms))
+        outputs.append(kaggle_sync(joined, decision, scores, burn_rate, now_ms))
     return outputs
+
+
+def kaggle_sync(
+    joined: CompetitionJoined,
+    decision: PromotionDecision,
+    scores: dict[str, float],
+    burn_rate: float,
+    now_ms: int,
+) -> Outbound:
+    """Queue the Kaggle pipeline of a promotion: its first stage, keyed by competition id."""
+    assert decision.challenger is not None
+    stage = KaggleStage(
+        competition_id=joined.competition_id,
+        tenant=joined.tenant,
+        family=joined.family,
+        champion=decision.challenger,
+        scores=scores,
+        evidence=decision.evidence,
+        burn_rate=burn_rate,
+        flag_key=champion_flag_key(joined.tenant, joined.family),
+        tags=joined.tags,
+        requested_at_ms=now_ms,
+    )
+    event_id = f"{joined.competition_id}:kaggle.sync"
+    value = encode(envelope("kaggle.sync", event_id, joined.tenant, stage, now_ms, SOURCE))
+    return Outbound("kaggle", joined.competition_id.encode(), value, [])
+
+
+def champion_flag_key(tenant: str, family: str) -> str:
+    """The flag that rolls a tenant's family champion out."""
+    return f"champion.{tenant}.{family}"
 
 
 def promotion_outputs(
@@ -182,7 +217,7 @@ def promotion_outputs(
     assert decision.challenger is not None
     tenant, family = joined.tenant, joined.family
     baseline = str(decision.evidence.get("baseline") or decision.incumbent or "")
-    flag_key = f"champion.{tenant}.{family}"
+    flag_key = champion_flag_key(tenant, family)
     promoted = ChampionPromoted(
         tenant=tenant,
         family=family,
@@ -279,7 +314,7 @@ class Referee:
         good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
         rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)
         decision, evolution = self._evolve(joined, rate, record, out)
-        outputs = settled_outputs(existing, joined, decision, evolution.promotions, now_ms)
+        outputs = settled_outputs(existing, joined, decision, evolution.promotions, rate, now_ms)
         self.records[joined.competition_id] = {
             **existing,
             "status": "completed",

@@ -38,7 +38,7 @@ class Inbound:
 class Outbound:
     """One record to produce; `sink` names the topic role."""
 
-    sink: str  # decisions, dlq, runs, completions, champions or flags
+    sink: str  # decisions, dlq, runs, completions, champions, flags or kaggle
     key: bytes | None
     value: bytes | None
     headers: Headers

@@ -84,6 +84,8 @@ def variant_runs(decision: CompetitionDecision) -> list[VariantRun]:
             input=dict(request.input or {}),
             deadline_ms=decision.deadline_ms,
             cost_micros=decision.variant_cost_micros,
+            content=request.content,
+            platforms=request.platforms,
             tags=decision.tags,
         )
         for variant in decision.competitors

@@ -208,7 +208,18 @@ class VariantRun(Model):
     input: dict[str, Any]
     deadline_ms: int
     cost_micros: int
+    content: str = ""
+    platforms: list[str] = Field(default_factory=list)
     tags: FinOpsTags
+
+
+class SharedPost(Model):
+    """Where the champion's output went; `fallback` marks a post id Share API never made."""
+
+    platform: str
+    post_id: str
+    url: str | None = None
+    fallback: bool = False
 
 
 class VariantResultEvent(Model):
@@ -252,6 +263,7 @@ class CompetitionJoined(Model):
     champion_output: dict[str, Any] | None = None
     missing: list[str]
     cost_micros: int
+    posts: list[SharedPost] = Field(default_factory=list)
     tags: FinOpsTags
     joined_at_ms: int
 
@@ -272,6 +284,7 @@ class CompetitionCompleted(Model):
     cost_micros: int
     cost_estimate_micros: int
     promotion: dict[str, Any]
+    posts: list[SharedPost] = Field(default_factory=list)
     tags: FinOpsTags
     completed_at_ms: int
 
@@ -293,6 +306,46 @@ class ChampionPromoted(Model):
     promoted_at_ms: int
 
 
+class KaggleStage(Model):
+    """kaggle.sync / kaggle.evaluate / kaggle.promote: one stage of a promotion's pipeline."""
+
+    competition_id: str
+    tenant: str
+    family: str
+    champion: str
+    scores: dict[str, float]
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    burn_rate: float
+    flag_key: str
+    tags: FinOpsTags
+    requested_at_ms: int
+
+
+class KaggleOutcome(Model):
+    """kaggle.<stage>.completed / .skipped / .failed: what a stage did, and why."""
+
+    competition_id: str
+    tenant: str
+    stage: Literal["sync", "evaluate", "promote"]
+    status: Literal["completed", "skipped", "failed"]
+    reason: str | None = None
+    attempts: int = 0
+    detail: dict[str, Any] = Field(default_factory=dict)
+    tags: FinOpsTags
+    finished_at_ms: int
+
+
+class WorkerStatus(Model):
+    """worker.status (internal, compacted lapverse-worker-status): one worker's heartbeat."""
+
+    worker_id: str
+    breakers: dict[str, str]
+    consumer_lag: dict[str, int]
+    table_keys: dict[str, int]
+    assigned_partitions: int
+    updated_at_ms: int
+
+
 EVENT_TYPES: dict[str, type[Model]] = {
     "task.requested": TaskRequested,
     "task.accepted": TaskDecision,
@@ -309,6 +362,13 @@ EVENT_TYPES: dict[str, type[Model]] = {
     "competition.joined": CompetitionJoined,
     "competition.completed": CompetitionCompleted,
     "champion.promoted": ChampionPromoted,
+    "worker.status": WorkerStatus,
+    **{f"kaggle.{stage}": KaggleStage for stage in ("sync", "evaluate", "promote")},
+    **{
+        f"kaggle.{stage}.{status}": KaggleOutcome
+        for stage in ("sync", "evaluate", "promote")
+        for status in ("completed", "skipped", "failed")
+    },
 }
 
 

@@ -17,8 +17,10 @@ DLQ: Final = "lapverse-dlq"
 # Internal: joined rounds, keyed by tenant, so the governor that holds the tenant's ledger
 # and evolution state settles them (variant results are keyed by competition id).
 COMPETITION_JOINS: Final = "lapverse-competition-joins"
+# Internal and compacted: each worker's latest heartbeat (breakers, lag) for /api/status.
+WORKER_STATUS: Final = "lapverse-worker-status"
 
-COMPACTED: Final = frozenset({TENANTS, FLAGS})
+COMPACTED: Final = frozenset({TENANTS, FLAGS, WORKER_STATUS})
 ALL: Final = (
     TASKS,
     TASK_DECISIONS,
@@ -33,4 +35,5 @@ ALL: Final = (
     FLAGS,
     DLQ,
     COMPETITION_JOINS,
+    WORKER_STATUS,
 )

@@ -58,6 +58,7 @@ class Bridge:
     settings: Settings
     tasks: dict[str, TaskState] = field(default_factory=dict)
     competitions: dict[str, CompetitionState] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     _waiters: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
     _producer: AIOKafkaProducer | None = None
     _consumer: AIOKafkaConsumer | None = None
@@ -86,6 +87,7 @@ class Bridge:
             self.settings.topic(topics.TASK_DECISIONS),
             self.settings.topic(topics.TASK_RESULTS),
             self.settings.topic(topics.COMPETITION_RESULTS),
+            self.settings.topic(topics.WORKER_STATUS),
         ]
         await assign_all(consumer, names)
         self.connected = True
@@ -142,6 +144,8 @@ class Bridge:
             state = self.tasks.get(data["taskId"])
             if state is not None and state.result is None:
                 state.result = data
+        elif short == "worker.status":
+            self.workers[data["workerId"]] = data
         elif short == "competition.completed":
             competition = self.competitions.get(data["competitionId"])
             if competition is not None and competition.completed is None:

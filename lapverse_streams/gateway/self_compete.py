@@ -95,6 +95,7 @@ class SelfCompeteRoutes:
                 "cost": usd(done["costMicros"]) if done else None,
                 "tags": decision["tags"],
                 "promotion": done["promotion"] if done else None,
+                "posts": done.get("posts", []) if done else [],
             }
         )
 

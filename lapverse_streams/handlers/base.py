@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from lapverse_streams.clients.news_ai import NewsAI
 from lapverse_streams.events.models import TaskRequest
 
 ENTRY_POINT_GROUP = "lapverse.task_handlers"
@@ -19,6 +20,13 @@ class Outcome:
     cost_micros: int | None = None
 
 
+@dataclass(frozen=True)
+class Services:
+    """The external services a handler may call; each answers with a labelled fallback."""
+
+    news_ai: NewsAI
+
+
 class TaskHandler(Protocol):
     """Runs one task type."""
 
@@ -27,9 +35,9 @@ class TaskHandler(Protocol):
         ...
 
 
-def load_handlers() -> dict[str, TaskHandler]:
-    """Instantiate every registered handler, keyed by task type."""
+def load_handlers(services: Services) -> dict[str, TaskHandler]:
+    """Instantiate every registered handler with the services, keyed by task type."""
     handlers: dict[str, TaskHandler] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        handlers[entry.name] = entry.load()()
+        handlers[entry.name] = entry.load()(services)
     return handlers

@@ -67,6 +67,32 @@ class Metrics:
             ["breaker"],
             registry=r,
         )
+        self.service_calls = Counter(
+            "lapverse_service_calls",
+            "Calls to external services by outcome (fallback: the service failed and a "
+            "fallback was served; rejected: the breaker was open)",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.service_duration = Histogram(
+            "lapverse_service_call_duration_ms",
+            "External service call duration in ms, fallbacks included",
+            ["service"],
+            buckets=DURATION_BUCKETS_MS,
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "lapverse_breaker_transitions",
+            "Breaker state changes by the state entered",
+            ["breaker", "state"],
+            registry=r,
+        )
+        self.kaggle_stages = Counter(
+            "lapverse_kaggle_stages",
+            "Kaggle pipeline stages by outcome",
+            ["stage", "status"],
+            registry=r,
+        )
         self.competitions = Counter(
             "lapverse_competitions", "Competitions completed", ["tenant"], registry=r
         )

@@ -180,6 +180,13 @@ async def test_exhausted_error_budget_answers_503_with_retry_after(
         ids.append(orjson.loads(raw)["taskId"])
     for task_id in ids:
         assert (await wait_task(session, stack, key, "flaky", task_id))["status"] == "failed"
+    dead = await drain(stack.settings, stack.settings.topic(topics.DLQ))
+    causes = [
+        dict(r.headers) for r in dead if orjson.loads(r.value).get("data", {}).get("taskId") in ids
+    ]
+    assert len(causes) == 10  # each failed task's decision, with why it failed
+    assert {c["lapverse-dlq-reason"] for c in causes} == {b"handler_failed"}
+    assert all(b"chaos: injected failure" in c["lapverse-dlq-error"] for c in causes)
     deadline = time.monotonic() + 10
     status = 0
     while (

@@ -94,6 +94,10 @@ async def test_demo_round_names_a_champion_with_four_scores_and_charges_once(
     assert done["promotion"]["decision"] == "kept"
     assert "sample" in done["promotion"]["reason"]
     assert len(done["championOutput"]["forecast"]) == 12
+    (post,) = done["posts"]  # published through the Share API stand-in
+    assert post["platform"] == "twitter"
+    assert post["fallback"] is False
+    assert not post["postId"].startswith("fallback-")
 
     # the same key and body replays the decision; a different body is a 422
     status, replay = await post_round(session, stack, api_key, "arena", body, "round-1")

@@ -150,12 +150,14 @@ def test_a_dominating_variant_is_promoted_exactly_once(gov: Governor) -> None:
     rng = random.Random(7)
     promotions: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
+    kaggle: list[dict[str, Any]] = []
     for i in range(300):
         round_id = admit_round(gov, log, f"r{i}")
         winner = "experimental" if rng.random() < 0.7 else rng.choice(VARIANTS[:3])
         out = gov.process([log.joined(round_id, winner)])
         promotions += sinks(out.records, "champions")
         flags += sinks(out.records, "flags")
+        kaggle += sinks(out.records, "kaggle")
     assert len(promotions) == 1
     (promoted,) = promotions
     assert promoted["data"]["champion"] == "experimental"
@@ -167,6 +169,9 @@ def test_a_dominating_variant_is_promoted_exactly_once(gov: Governor) -> None:
     (flag,) = flags
     assert flag["data"]["flagKey"] == "champion.acme.forecast"
     assert flag["data"]["definition"]["targeting"]["fractional"][0] == ["experimental", 10]
+    (queued,) = kaggle
+    assert queued["type"] == "io.lapverse.kaggle.sync.v1"
+    assert queued["data"]["champion"] == "experimental"
 
 
 def test_equal_variants_are_never_promoted(gov: Governor) -> None:
