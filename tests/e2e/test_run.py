@@ -29,6 +29,8 @@ def welcome(tmp_path: Path) -> Iterator[str]:
         "LAPVERSE_GATEWAY_PORT": str(free_port()),
         "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
         "LAPVERSE_DATA_DIR": str(tmp_path / "data"),
+        "LAPVERSE_NEWS_AI_URL": f"http://127.0.0.1:{free_port()}",
+        "LAPVERSE_SHARE_API_URL": f"http://127.0.0.1:{free_port()}",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "lapverse_streams.cli", "run"],
@@ -90,3 +92,4 @@ def test_printed_task_and_competition_examples_work(welcome: str) -> None:
     assert body["champion"] == "conservative"
     assert isinstance(body["scores"], dict)
     assert len(body["scores"]) == 4
+    assert body["posts"][0]["fallback"] is False  # published through the Share API stand-in
