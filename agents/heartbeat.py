@@ -23,14 +23,20 @@ def register(worker: Worker, status_topic: faust.TopicT) -> None:
     """Every few seconds: update the lag and table gauges and publish worker.status."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
-    async def consumer_lag() -> dict[str, int]:
+    def consumer_lag() -> dict[str, int]:
         consumer: Any = worker.app.consumer
         lag: dict[str, int] = {}
         for tp in consumer.assignment() if consumer else ():
+            # Only what the consumer already knows: asking the client for positions here
+            # (position()) would race Faust's own seeks during recovery.
+            read = consumer._read_offset.get(tp)
             try:
-                behind = max(0, consumer.highwater(tp) - (await consumer.position(tp) or 0))
+                highwater = consumer.highwater(tp)
             except Exception:  # not fetched yet, or mid-rebalance: report it next time
                 continue
+            if read is None or highwater is None:
+                continue
+            behind = max(0, highwater - read - 1)
             worker.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
         return lag
@@ -45,7 +51,7 @@ def register(worker: Worker, status_topic: faust.TopicT) -> None:
         status = WorkerStatus(
             worker_id=worker_id,
             breakers=worker.services.breaker_states(),
-            consumer_lag=await consumer_lag(),
+            consumer_lag=consumer_lag(),
             table_keys=tables,
             assigned_partitions=len(consumer.assignment()) if consumer else 0,
             updated_at_ms=now_ms(),
