@@ -166,11 +166,11 @@ Try:
     -d '{orjson.dumps(DEMO_TASK).decode()}'
 
 A self-compete round: four forecasting strategies on the airline-passengers series
-  curl -s -X POST {base}/api/v2/self-compete \
-    -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \
-    -H "Idempotency-Key: round-1" -H "Content-Type: application/json" \
+  curl -s -X POST {base}/api/v2/self-compete \\
+    -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}" \\
+    -H "Idempotency-Key: round-1" -H "Content-Type: application/json" \\
     -d @{logs}/demo-competition.json
-  curl -s {base}/api/v2/self-compete/<competitionId> \
+  curl -s {base}/api/v2/self-compete/<competitionId> \\
     -H "Authorization: Bearer $KEY" -H "X-Tenant-ID: {DEMO_TENANT}"
 
 Ctrl-C stops everything.""",
