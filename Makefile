@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test test-unit lint bench clean
+.PHONY: install tools run test test-unit test-soak lint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ run: install
 
 test: install tools
 	$(BIN)/pytest -q tests
+
+test-soak: install
+	$(BIN)/pytest -q -m soak tests
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
