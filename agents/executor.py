@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from lapverse_streams.clock import now_ms
-from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY
+from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
+from lapverse_streams.domain.governor import dead_letter
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import (
     PoisonMessage,
@@ -92,19 +93,16 @@ def register(
         event, short = decode(value)
         if short == "task.failed":  # retries exhausted: the decision goes to the DLQ too
             cause = str(event.data.get("error") or "failed")
-            await dlq.send(
-                key=message.key,
-                value=message.value,
-                headers=[
-                    *(message.headers or ()),
-                    ("lapverse-dlq-source", b"executor"),
-                    ("lapverse-dlq-partition", str(message.partition).encode()),
-                    ("lapverse-dlq-offset", str(message.offset).encode()),
-                    ("lapverse-dlq-reason", b"handler_failed"),
-                    ("lapverse-dlq-error", cause[:1000].encode()),
-                ],
-                force=True,
+            inbound = Inbound(
+                "executor",
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                list(message.headers or ()),
             )
+            letter = dead_letter(inbound, "handler_failed", cause)
+            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers, force=True)
             worker.metrics.dlq.labels("executor", "handler_failed").inc()
 
     @worker.app.agent(decisions, name="executor")

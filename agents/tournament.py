@@ -253,9 +253,7 @@ def register_joiner(
     def load(key: str, item: VariantRun | VariantResultEvent, partition: int) -> Pending:
         raw = rounds.data.get(key)
         if raw:
-            meta = {k: raw[k] for k in ("tags", "content", "platforms", "posts") if k in raw}
-            joined_round = Round.from_json(raw)
-            return Pending(joined_round, raw["partition"], meta, joined_round.completed)
+            return stored(raw)
         fresh = Round(key, item.tenant, item.family, tuple(item.competitors), item.deadline_ms)
         tags = item.tags.model_dump(mode="json", by_alias=True)
         return Pending(fresh, partition, {"tags": tags}, False)
@@ -276,10 +274,18 @@ def register_joiner(
                     del rounds.data[key]
                     rounds.send_changelog(raw["partition"], key, None)
                 continue
-            meta = {k: raw[k] for k in ("tags", "content", "platforms") if k in raw}
-            pending = Pending(Round.from_json(raw), raw["partition"], meta, False)
+            pending = stored(raw)
             if pending.round.is_ready(now):
                 await finish(pending, now)
+
+
+def stored(raw: dict[str, Any]) -> Pending:
+    """A round as the joiner's table holds it: the join record plus what the round needs."""
+    meta: dict[str, Any] = {
+        k: raw[k] for k in ("tags", "content", "platforms", "posts") if k in raw
+    }
+    joined_round = Round.from_json(raw)
+    return Pending(joined_round, raw["partition"], meta, joined_round.completed)
 
 
 def share_text(content: str, joined_round: Round, champion: str) -> str:
