@@ -73,6 +73,14 @@ class Stack:
         self.processes[role] = process
         return process
 
+    def up(self) -> Stack:
+        """Start the worker and the gateway and wait until both are ready."""
+        self.start("worker")
+        self.start("gateway")
+        self.wait_ready("gateway")
+        self.wait_ready("worker")
+        return self
+
     def kill(self, role: str) -> None:
         """SIGKILL a process, as a crash would."""
         process = self.processes.pop(role)
@@ -146,9 +154,4 @@ def stack_factory(
 @pytest.fixture(scope="module")
 def stack(stack_factory: Callable[..., Stack]) -> Stack:
     """A running worker and gateway, ready to serve."""
-    running = stack_factory()
-    running.start("worker")
-    running.start("gateway")
-    running.wait_ready("gateway")
-    running.wait_ready("worker")
-    return running
+    return stack_factory().up()

@@ -40,10 +40,7 @@ def moody(stack_factory: Callable[..., Stack], news_ai: str) -> Stack:
         LAPVERSE_BREAKER_RESET_TIMEOUT_MS="5000",
         LAPVERSE_HEARTBEAT_INTERVAL_MS="500",
     )
-    stack.start("worker")
-    stack.start("gateway")
-    stack.wait_ready("gateway")
-    stack.wait_ready("worker")
+    stack.up()
     return stack
 
 
@@ -141,10 +138,7 @@ async def test_news_ai_breaker_opens_serves_labelled_fallbacks_and_closes_again(
 def patient(stack_factory: Callable[..., Stack]) -> Stack:
     """A stack with the production retry backoff (1 s base, doubling, jitter)."""
     stack = stack_factory(LAPVERSE_RETRY_BASE_MS="1000")
-    stack.start("worker")
-    stack.start("gateway")
-    stack.wait_ready("gateway")
-    stack.wait_ready("worker")
+    stack.up()
     return stack
 
 

@@ -30,10 +30,7 @@ def test_sigkill_mid_stream_then_restart_charges_each_task_once(
     stack_factory: Callable[..., Stack],
 ) -> None:
     stack = stack_factory(LAPVERSE_REDRIVE_AFTER_MS="8000")
-    stack.start("gateway")
-    stack.start("worker")
-    stack.wait_ready("gateway")
-    stack.wait_ready("worker")
+    stack.up()
     asyncio.run(crash_and_recover(stack))
 
 
@@ -129,10 +126,7 @@ def test_worker_killed_mid_round_completes_each_round_once_and_charges_it_once(
     stack = stack_factory(
         LAPVERSE_REDRIVE_AFTER_MS="8000", LAPVERSE_COMPETITION_DEADLINE_MS="60000"
     )
-    stack.start("gateway")
-    stack.start("worker")
-    stack.wait_ready("gateway")
-    stack.wait_ready("worker")
+    stack.up()
     asyncio.run(kill_mid_round(stack))
 
 

@@ -89,10 +89,7 @@ def online(
     )
     for name in (*PROXY_ENV, "KAGGLE_API_TOKEN"):
         stack.env.pop(name, None)
-    stack.start("worker")
-    stack.start("gateway")
-    stack.wait_ready("worker")
-    stack.wait_ready("gateway")
+    stack.up()
     return stack
 
 
