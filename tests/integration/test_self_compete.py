@@ -99,6 +99,18 @@ async def test_demo_round_names_a_champion_with_four_scores_and_charges_once(
     assert post["fallback"] is False
     assert not post["postId"].startswith("fallback-")
 
+    worker = f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics"
+    async with session.get(worker) as r:
+        metrics = await r.text()
+    assert 'lapverse_competitions_total{tenant="arena"} 1.0' in metrics
+    assert 'lapverse_cost_per_competition{tenant="arena"} 0.08' in metrics
+    assert 'lapverse_win_rate{tenant="arena",variant="conservative"} 1.0' in metrics
+    assert (
+        'lapverse_variant_wins_total{family="forecast",tenant="arena",variant="conservative"} 1.0'
+        in metrics
+    )
+    assert 'lapverse_variant_score_count{family="forecast",variant="aggressive"}' in metrics
+
     # the same key and body replays the decision; a different body is a 422
     status, replay = await post_round(session, stack, api_key, "arena", body, "round-1")
     assert (status, replay["competitionId"]) == (202, round_id)
