@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test test-unit test-soak lint bench clean
+.PHONY: install tools run test test-unit test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -22,8 +22,8 @@ run: install
 test: install tools
 	$(BIN)/pytest -q tests
 
-test-soak: install
-	$(BIN)/pytest -q -m soak tests
+test-fast: install tools
+	$(BIN)/pytest -q -m 'not slow' tests
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

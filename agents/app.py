@@ -11,6 +11,7 @@ import faust
 from agents import executor, governor, heartbeat, services, tournament
 from agents import kaggle as kaggle_agent
 from agents.highwaters import use_fetched_highwaters
+from agents.rewind import keep_records_across_seek_back
 from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
@@ -68,6 +69,7 @@ def create_worker(
         table_standby_replicas=settings.standby_replicas,
         stream_wait_empty=False,
     )
+    keep_records_across_seek_back(app)
     tables = {
         name: app.Table(name, partitions=settings.topic_partitions)
         for name in ("dedup", "ledger", "burn", "evolution", "rounds")
