@@ -32,6 +32,12 @@ class Worker:
     tables: dict[str, Any]
     services: services.ExternalServices
 
+    def owned(self, topic: str) -> set[int]:
+        """Partitions of `topic` assigned to this worker; none while it rebalances."""
+        if self.app.consumer is None or self.app.rebalancing:
+            return set()
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
 
 def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
     """A topic of raw bytes: agents decode CloudEvents themselves."""

@@ -89,16 +89,26 @@ def register(
     @worker.app.timer(max(1.0, settings.redrive_after_ms / 4000))  # type: ignore[untyped-decorator]
     async def redrive_overdue() -> None:
         """Results can be lost in a crash between execution and commit: run such tasks again."""
-        tasks_topic = settings.topic(topics.TASKS)
-        assignment = worker.app.consumer.assignment() if worker.app.consumer else set()
-        partitions = {tp.partition for tp in assignment if tp.topic == tasks_topic}
-        if not partitions or worker.app.rebalancing:
+        partitions = worker.owned(settings.topic(topics.TASKS))
+        if not partitions:
             return
         for record in governor.redrive(now_ms(), settings.redrive_after_ms, partitions):
             await sinks[record.sink].send(
                 key=record.key, value=record.value, headers=record.headers, force=True
             )
             worker.metrics.redrives.inc()
+
+    forget_every_s = min(60.0, max(1.0, settings.idempotency_retention_s / 10))
+
+    @worker.app.timer(forget_every_s)  # type: ignore[untyped-decorator]
+    async def forget_expired() -> None:
+        """Delete dedup records of finished work once the retention period has passed."""
+        partitions = worker.owned(settings.topic(topics.TASKS))
+        if not partitions:
+            return
+        dedup = tables["dedup"]
+        for key, partition in governor.forget_expired(now_ms(), partitions).items():
+            dedup.send_changelog(partition, key, None, value_serializer="raw")  # a tombstone
 
 
 def observe(worker: Worker, observations: list[Observation], batch_size: int) -> None:

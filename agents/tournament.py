@@ -261,9 +261,8 @@ def register_joiner(
     @worker.app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def close_overdue_rounds() -> None:
         """Complete rounds whose deadline passed with variants missing; forget old ones."""
-        assignment = worker.app.consumer.assignment() if worker.app.consumer else set()
-        owned = {tp.partition for tp in assignment if tp.topic == runs_topic}
-        if not owned or worker.app.rebalancing:
+        owned = worker.owned(runs_topic)
+        if not owned:
             return
         now = now_ms()
         for key, raw in list(rounds.data.items()):
@@ -272,7 +271,7 @@ def register_joiner(
             if raw.get("completedMs") is not None:
                 if raw["completedMs"] + retention_ms < now:
                     del rounds.data[key]
-                    rounds.send_changelog(raw["partition"], key, None)
+                    rounds.send_changelog(raw["partition"], key, None, value_serializer="raw")
                 continue
             pending = stored(raw)
             if pending.round.is_ready(now):

@@ -370,6 +370,19 @@ class Governor:
                     out.append(Outbound("decisions", tenant_id.encode(), decision, []))
         return out
 
+    def forget_expired(self, now_ms: int, partitions: set[int]) -> dict[str, int]:
+        """Delete final records past the retention period; return key -> partition of each.
+
+        Only records of `partitions` (this worker's) go; unfinished work is never forgotten.
+        """
+        forgotten = {}
+        for key, record in list(self.records.items()):
+            partition = record["origin"][0]
+            if partition in partitions and self._expired(record, now_ms):
+                del self.records[key]
+                forgotten[key] = partition
+        return forgotten
+
     def _expired(self, existing: Mapping[str, Any], now_ms: int) -> bool:
         return (
             existing["status"] in (*FINAL, "rejected")

@@ -11,6 +11,7 @@ import pytest
 from lapverse_streams.domain.admission import Policy
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
 from lapverse_streams.domain.governor import Governor
+from lapverse_streams.domain.idempotency import task_id
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.events.codec import encode, envelope, header
@@ -256,6 +257,22 @@ def test_keys_expire_after_the_retention(gov: Governor) -> None:
     gov.clock_ms = lambda: NOW + 86_400_001
     data = decision_of(gov.process([log.request("k1", "second")]).records[0].value)
     assert data["httpStatus"] == 202
+
+
+def test_finished_and_rejected_records_are_forgotten_after_the_retention(gov: Governor) -> None:
+    log = Log()
+    done = decision_of(gov.process([log.request("done")]).records[0].value)
+    gov.process([log.result(done)])
+    gov.process([log.request("running")])
+    gov.tenants = {}
+    gov.process([log.request("rejected")])
+    later = NOW + 86_400_001
+    assert gov.forget_expired(NOW + 86_400_000, {0}) == {}
+    assert gov.forget_expired(later, {1}) == {}  # another worker's partition
+    forgotten = gov.forget_expired(later, {0})
+    assert set(forgotten) == {done["taskId"], task_id("acme", "rejected")}
+    assert set(forgotten.values()) == {0}
+    assert set(gov.records) == {task_id("acme", "running")}  # unfinished work stays
 
 
 def test_overdue_accepted_tasks_are_redriven_once_per_interval(gov: Governor) -> None:
