@@ -113,6 +113,7 @@ def create_worker(
         worker,
         decisions,
         raw_topic(app, settings.topic(topics.TASK_RESULTS)),
+        raw_topic(app, settings.topic(topics.TASK_PROGRESS)),
         sinks["dlq"],
         handlers if handlers is not None else load_handlers(Services(external.news_ai)),
     )

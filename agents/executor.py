@@ -21,7 +21,7 @@ from lapverse_streams.events.codec import (
     header,
     parse_data,
 )
-from lapverse_streams.events.models import TaskDecision, TaskResult
+from lapverse_streams.events.models import TaskDecision, TaskResult, TaskStarted
 from lapverse_streams.handlers.base import TaskHandler
 
 if TYPE_CHECKING:
@@ -31,10 +31,16 @@ log = logging.getLogger(__name__)
 SOURCE = "/lapverse/executor"
 
 
+def trace_headers(traceparent: str | None) -> list[tuple[str, bytes]]:
+    """Kafka headers that carry the request's trace on."""
+    return [("traceparent", traceparent.encode())] if traceparent else []
+
+
 def register(
     worker: Worker,
     decisions: faust.TopicT,
     results: faust.TopicT,
+    progress: faust.TopicT,
     dlq: faust.TopicT,
     handlers: dict[str, TaskHandler],
 ) -> None:
@@ -84,10 +90,26 @@ def register(
         event = envelope(
             short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
         )
-        headers = [("traceparent", traceparent.encode())] if traceparent else []
-        return request.tenant.encode(), encode(event), headers
+        return request.tenant.encode(), encode(event), trace_headers(traceparent)
 
     async def run_and_report(decision: TaskDecision, traceparent: str | None, message: Any) -> None:
+        request = decision.request
+        started = TaskStarted(
+            task_id=decision.task_id,
+            type=request.type,
+            cost_center=request.cost_center,
+            tags=decision.tags,
+            started_at_ms=now_ms(),
+        )
+        note = envelope(
+            "task.started", f"{decision.task_id}:started", request.tenant, started, now_ms(), SOURCE
+        )
+        await progress.send(
+            key=request.tenant.encode(),
+            value=encode(note),
+            headers=trace_headers(traceparent),
+            force=True,
+        )
         key, value, hdrs = await execute(decision, traceparent)
         await results.send(key=key, value=value, headers=hdrs, force=True)
         event, short = decode(value)

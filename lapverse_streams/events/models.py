@@ -122,6 +122,16 @@ class TaskResult(Model):
     finished_at_ms: int
 
 
+class TaskStarted(Model):
+    """task.started, on the internal lapverse-task-progress: an executor took the task."""
+
+    task_id: str
+    type: str
+    cost_center: str
+    tags: FinOpsTags
+    started_at_ms: int
+
+
 class TenantConfig(Model):
     """tenant.configured on the compacted lapverse-tenants topic."""
 
@@ -350,6 +360,7 @@ EVENT_TYPES: dict[str, type[Model]] = {
     "task.requested": TaskRequested,
     "task.accepted": TaskDecision,
     "task.rejected": TaskDecision,
+    "task.started": TaskStarted,
     "task.completed": TaskResult,
     "task.failed": TaskResult,
     "tenant.configured": TenantConfig,

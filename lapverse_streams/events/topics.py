@@ -17,6 +17,8 @@ DLQ: Final = "lapverse-dlq"
 # Internal: joined rounds, keyed by tenant, so the governor that holds the tenant's ledger
 # and evolution state settles them (variant results are keyed by competition id).
 COMPETITION_JOINS: Final = "lapverse-competition-joins"
+# Internal: task.started, keyed by tenant, when an executor takes a task (status `running`).
+TASK_PROGRESS: Final = "lapverse-task-progress"
 # Internal and compacted: each worker's latest heartbeat (breakers, lag) for /api/status.
 WORKER_STATUS: Final = "lapverse-worker-status"
 
@@ -35,5 +37,6 @@ ALL: Final = (
     FLAGS,
     DLQ,
     COMPETITION_JOINS,
+    TASK_PROGRESS,
     WORKER_STATUS,
 )

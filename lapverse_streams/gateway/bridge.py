@@ -40,6 +40,16 @@ class TaskState:
     tenant: str
     decision: dict[str, Any]
     result: dict[str, Any] | None = None
+    started: bool = False
+
+    @property
+    def status(self) -> str:
+        """The decision's status, `running` once an executor took it, then the result's."""
+        if self.result is not None:
+            return str(self.result["status"])
+        if self.started and self.decision["status"] == "accepted":
+            return "running"
+        return str(self.decision["status"])
 
 
 @dataclass
@@ -59,6 +69,7 @@ class Bridge:
     tasks: dict[str, TaskState] = field(default_factory=dict)
     competitions: dict[str, CompetitionState] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _started_early: set[str] = field(default_factory=set)  # read before their decision
     _waiters: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
     _producer: AIOKafkaProducer | None = None
     _consumer: AIOKafkaConsumer | None = None
@@ -86,6 +97,7 @@ class Bridge:
         names = [
             self.settings.topic(topics.TASK_DECISIONS),
             self.settings.topic(topics.TASK_RESULTS),
+            self.settings.topic(topics.TASK_PROGRESS),
             self.settings.topic(topics.COMPETITION_RESULTS),
             self.settings.topic(topics.WORKER_STATUS),
         ]
@@ -133,7 +145,9 @@ class Bridge:
             if header(headers, REPLY_ONLY):
                 return
             if short.startswith("task.") and data["taskId"] not in self.tasks:
-                self.tasks[data["taskId"]] = TaskState(event.subject or "", data)
+                started = data["taskId"] in self._started_early
+                self._started_early.discard(data["taskId"])
+                self.tasks[data["taskId"]] = TaskState(event.subject or "", data, started=started)
             elif (
                 short.startswith("competition.") and data["competitionId"] not in self.competitions
             ):
@@ -144,6 +158,12 @@ class Bridge:
             state = self.tasks.get(data["taskId"])
             if state is not None and state.result is None:
                 state.result = data
+        elif short == "task.started":
+            task = self.tasks.get(data["taskId"])
+            if task is None:
+                self._started_early.add(data["taskId"])
+            else:
+                task.started = True
         elif short == "worker.status":
             self.workers[data["workerId"]] = data
         elif short == "competition.completed":

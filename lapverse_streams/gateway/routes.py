@@ -129,11 +129,10 @@ class Routes:
         if state is None or state.tenant != tenant.tenant_id:
             raise Problem(404, "not-found", "no such task for this tenant")
         decision, result = state.decision, state.result
-        status = result["status"] if result else decision["status"]
         return json_response(
             {
                 "taskId": decision["taskId"],
-                "status": status,
+                "status": state.status,
                 "reason": decision["reason"],
                 "costEstimate": usd(decision["costEstimateMicros"]),
                 "cost": usd(result["costMicros"]) if result else None,

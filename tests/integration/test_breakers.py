@@ -159,7 +159,7 @@ async def test_task_failing_twice_then_succeeding_is_charged_once_without_blocki
         f"{patient.base_url}/api/v2/tasks/{chaos_id}",
         headers={"Authorization": f"Bearer {api_key}", "X-Tenant-ID": "flaky"},
     )
-    assert (await pending.json())["status"] == "accepted"  # still retrying its backoff
+    assert (await pending.json())["status"] == "running"  # still retrying its backoff
     pending.release()
     assert noop["status"] == "completed"
     done = await wait_task(session, patient, api_key, "flaky", chaos_id)

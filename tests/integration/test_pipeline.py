@@ -130,6 +130,20 @@ async def test_accept_complete_replay_and_conflict(
         assert r.status == 404
 
 
+async def test_a_task_is_running_between_its_decision_and_its_result(
+    session: aiohttp.ClientSession, stack: Stack
+) -> None:
+    key = await create_tenant(session, stack, "slow")
+    body = task_body("slow", type="CHAOS", requirements={"sleepMs": 3000, "failAttempts": 0})
+    status, _, raw = await post_task(session, stack, key, "slow", body)
+    assert status == 202, raw
+    task_id = orjson.loads(raw)["taskId"]
+    running = await wait_task(session, stack, key, "slow", task_id, done=("running",))
+    assert running["result"] is None
+    done = await wait_task(session, stack, key, "slow", task_id)
+    assert done["status"] == "completed"
+
+
 async def test_flag_turns_a_task_type_off_for_one_tenant(
     session: aiohttp.ClientSession, stack: Stack
 ) -> None:
