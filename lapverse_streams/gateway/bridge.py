@@ -144,7 +144,7 @@ class Bridge:
                 waiter.set_result(Reply(data, header(headers, REPLAYED) == "true"))
             if header(headers, REPLY_ONLY):
                 return
-            if short.startswith("task.") and data["taskId"] not in self.tasks:
+            if short.startswith("task.") and self._is_new(data):
                 started = data["taskId"] in self._started_early
                 self._started_early.discard(data["taskId"])
                 self.tasks[data["taskId"]] = TaskState(event.subject or "", data, started=started)
@@ -170,6 +170,14 @@ class Bridge:
             competition = self.competitions.get(data["competitionId"])
             if competition is not None and competition.completed is None:
                 competition.completed = data
+
+    def _is_new(self, decision: dict[str, Any]) -> bool:
+        """A task's first decision, or a later one for its key after the old one expired.
+
+        A re-emitted decision is the stored one, byte for byte, so its time is not later.
+        """
+        known = self.tasks.get(decision["taskId"])
+        return known is None or decision["decidedAtMs"] > known.decision["decidedAtMs"]
 
     async def submit(
         self,
