@@ -14,12 +14,14 @@ from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
 from lapverse_streams.domain.governor import dead_letter
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import (
+    Headers,
     PoisonMessage,
     decode,
     encode,
     envelope,
     header,
     parse_data,
+    trace_of,
 )
 from lapverse_streams.events.models import TaskDecision, TaskResult, TaskStarted
 from lapverse_streams.handlers.base import TaskHandler
@@ -29,11 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SOURCE = "/lapverse/executor"
-
-
-def trace_headers(traceparent: str | None) -> list[tuple[str, bytes]]:
-    """Kafka headers that carry the request's trace on."""
-    return [("traceparent", traceparent.encode())] if traceparent else []
 
 
 def register(
@@ -47,9 +44,7 @@ def register(
     """Attach the executor agent to the app."""
     settings = worker.settings
 
-    async def execute(
-        decision: TaskDecision, traceparent: str | None
-    ) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    async def execute(decision: TaskDecision) -> tuple[bytes, bytes]:
         request = decision.request
         handler = handlers.get(request.type)
         started = time.monotonic()
@@ -90,9 +85,9 @@ def register(
         event = envelope(
             short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
         )
-        return request.tenant.encode(), encode(event), trace_headers(traceparent)
+        return request.tenant.encode(), encode(event)
 
-    async def run_and_report(decision: TaskDecision, traceparent: str | None, message: Any) -> None:
+    async def run_and_report(decision: TaskDecision, trace: Headers, message: Any) -> None:
         request = decision.request
         started = TaskStarted(
             task_id=decision.task_id,
@@ -107,11 +102,11 @@ def register(
         await progress.send(
             key=request.tenant.encode(),
             value=encode(note),
-            headers=trace_headers(traceparent),
+            headers=trace,
             force=True,
         )
-        key, value, hdrs = await execute(decision, traceparent)
-        await results.send(key=key, value=value, headers=hdrs, force=True)
+        key, value = await execute(decision)
+        await results.send(key=key, value=value, headers=trace, force=True)
         event, short = decode(value)
         if short == "task.failed":  # retries exhausted: the decision goes to the DLQ too
             cause = str(event.data.get("error") or "failed")
@@ -151,9 +146,7 @@ def register(
                         continue
                     while len(running) >= settings.executor_concurrency:
                         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    task = asyncio.create_task(
-                        run_and_report(decision, header(hdrs, "traceparent"), e.message)
-                    )
+                    task = asyncio.create_task(run_and_report(decision, trace_of(hdrs), e.message))
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:

@@ -13,7 +13,14 @@ import faust
 from lapverse_streams.clients.share_api import ShareAPI
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.tournament import Round, VariantResult
-from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
+from lapverse_streams.events.codec import (
+    PoisonMessage,
+    decode,
+    encode,
+    envelope,
+    parse_data,
+    trace_of,
+)
 from lapverse_streams.events.models import (
     CompetitionJoined,
     FinOpsTags,
@@ -104,8 +111,7 @@ def register_runner(
                 except PoisonMessage as exc:
                     log.error("undecodable variant run skipped", extra={"reason": exc.reason})
                     continue
-                trace = [(k, v) for k, v in e.message.headers or () if k == "traceparent"]
-                work.append(run_one(run, trace))
+                work.append(run_one(run, trace_of(e.message.headers)))
             await asyncio.gather(*work)
 
 

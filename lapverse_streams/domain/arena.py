@@ -11,7 +11,6 @@ from lapverse_streams.domain.admission import Verdict
 from lapverse_streams.domain.batch import (
     SOURCE,
     BatchOutput,
-    Headers,
     Inbound,
     Intake,
     Observation,
@@ -33,7 +32,15 @@ from lapverse_streams.domain.self_compete import (
     variant_cost_micros,
     variant_runs,
 )
-from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
+from lapverse_streams.events.codec import (
+    Headers,
+    PoisonMessage,
+    decode,
+    encode,
+    envelope,
+    parse_data,
+    trace_of,
+)
 from lapverse_streams.events.models import (
     ChampionPromoted,
     CloudEvent,
@@ -111,7 +118,7 @@ def fan_out(decision_json: str, headers: Headers) -> list[Outbound]:
     """The variant.run records of an accepted round, keyed by competition id."""
     event, _ = decode(decision_json.encode())
     decision = parse_data(event, CompetitionDecision)
-    trace = [(name, value) for name, value in headers if name == "traceparent"]
+    trace = trace_of(headers)
     return [
         Outbound(
             "runs",

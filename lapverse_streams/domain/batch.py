@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lapverse_streams.domain.admission import Verdict
+from lapverse_streams.events.codec import Headers
 from lapverse_streams.events.models import FinOpsTags, Model
 
 if TYPE_CHECKING:
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from lapverse_streams.domain.ledger import Ledger
     from lapverse_streams.domain.self_compete import InvalidCompetition
 
-Headers = list[tuple[str, bytes]]
 REQUEST_ID = "lapverse-request-id"
 REPLAYED = "lapverse-replayed"
 REPLY_ONLY = "lapverse-reply-only"

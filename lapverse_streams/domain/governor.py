@@ -20,7 +20,6 @@ from lapverse_streams.domain.batch import (
     REQUEST_ID,
     SOURCE,
     BatchOutput,
-    Headers,
     Inbound,
     Intake,
     Observation,
@@ -33,12 +32,14 @@ from lapverse_streams.domain.promotion import (
     PromotionPolicy,
 )
 from lapverse_streams.events.codec import (
+    Headers,
     PoisonMessage,
     decode,
     encode,
     envelope,
     header,
     parse_data,
+    trace_of,
 )
 from lapverse_streams.events.models import (
     CompetitionJoined,
@@ -406,10 +407,7 @@ FINAL_TYPES = ("task.completed", "task.failed")
 def _reply_headers(headers: Headers) -> Headers:
     request_id = header(headers, REQUEST_ID)
     out: Headers = [(REQUEST_ID, request_id.encode())] if request_id else []
-    traceparent = header(headers, "traceparent")
-    if traceparent:
-        out.append(("traceparent", traceparent.encode()))
-    return out
+    return out + trace_of(headers)
 
 
 def dead_letter(record: Inbound, reason: str, detail: str) -> Outbound:

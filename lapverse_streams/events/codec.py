@@ -84,6 +84,11 @@ def _errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def trace_of(headers: Headers | None) -> Headers:
+    """The `traceparent` header of a record, to carry its trace on to what it causes."""
+    return [(key, value) for key, value in headers or () if key == "traceparent" and value]
+
+
 def header(headers: Headers | None, name: str) -> str | None:
     """First value of a Kafka header as text."""
     for key, value in headers or ():

@@ -101,6 +101,15 @@ def test_accepts_and_reserves_the_estimate(gov: Governor) -> None:
     assert out.dirty_records == {data["taskId"]: 0}
 
 
+def test_the_decision_carries_the_request_id_and_the_trace_of_the_request(gov: Governor) -> None:
+    request = Log().request("k1")
+    trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    traced = Inbound(request.source, 0, 0, request.key, request.value,
+                     [*request.headers, ("other", b"x"), trace])  # fmt: skip
+    [record] = gov.process([traced]).records
+    assert record.headers == [("lapverse-request-id", b"k1"), trace]
+
+
 def test_same_key_same_body_replays_the_first_decision_byte_for_byte(gov: Governor) -> None:
     log = Log()
     first = gov.process([log.request("k1")]).records[0]
