@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar
 
 import aiohttp
 import orjson
@@ -217,26 +217,38 @@ async def post_json(
 
 
 class GuardedClient:
-    """An aiohttp session plus a breaker: the lifecycle every service client shares."""
+    """An aiohttp session plus a breaker: the lifecycle every service client shares.
+
+    A subclass names its service and its default limits; each can be overridden per client.
+    """
+
+    service: ClassVar[str]
+    default_timeout_ms: ClassVar[int]
+    default_failure_threshold: ClassVar[int]
+    default_reset_timeout_ms: ClassVar[int]
 
     def __init__(
         self,
-        service: str,
         base_url: str,
-        api_key: str | None,
+        api_key: str | None = None,
         *,
-        timeout_ms: int,
-        failure_threshold: int,
-        reset_timeout_ms: int,
-        observer: ServiceObserver | None,
+        timeout_ms: int | None = None,
+        failure_threshold: int | None = None,
+        reset_timeout_ms: int | None = None,
+        observer: ServiceObserver | None = None,
     ) -> None:
+        timeout_ms = self.default_timeout_ms if timeout_ms is None else timeout_ms
+        if failure_threshold is None:
+            failure_threshold = self.default_failure_threshold
+        if reset_timeout_ms is None:
+            reset_timeout_ms = self.default_reset_timeout_ms
         if timeout_ms <= 0:
             raise ValueError("timeout_ms must be positive")
         self.base_url = base_url.rstrip("/")
         self.timeout_ms = timeout_ms
         self._api_key = api_key
         self._breaker = CircuitBreaker(
-            service,
+            self.service,
             failure_threshold=failure_threshold,
             reset_timeout_ms=reset_timeout_ms,
             observer=observer,

@@ -10,7 +10,6 @@ from lapverse_streams.clients.breaker import (
     BreakerState,
     GuardedClient,
     ServiceFailure,
-    ServiceObserver,
 )
 
 SERVICE = "news_ai"
@@ -70,25 +69,10 @@ class NewsAI(Protocol):
 class NewsAIClient(GuardedClient):
     """News AI over HTTP: `POST {base_url}/v1/sentiment`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        *,
-        timeout_ms: int = DEFAULT_TIMEOUT_MS,
-        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
-        reset_timeout_ms: int = DEFAULT_RESET_TIMEOUT_MS,
-        observer: ServiceObserver | None = None,
-    ) -> None:
-        super().__init__(
-            SERVICE,
-            base_url,
-            api_key,
-            timeout_ms=timeout_ms,
-            failure_threshold=failure_threshold,
-            reset_timeout_ms=reset_timeout_ms,
-            observer=observer,
-        )
+    service = SERVICE
+    default_timeout_ms = DEFAULT_TIMEOUT_MS
+    default_failure_threshold = DEFAULT_FAILURE_THRESHOLD
+    default_reset_timeout_ms = DEFAULT_RESET_TIMEOUT_MS
 
     async def sentiment(self, text: str) -> Sentiment:
         """The sentiment of `text`, or the neutral fallback."""

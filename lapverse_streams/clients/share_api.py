@@ -11,7 +11,6 @@ from lapverse_streams.clients.breaker import (
     BreakerState,
     GuardedClient,
     ServiceFailure,
-    ServiceObserver,
 )
 
 SERVICE = "share_api"
@@ -55,25 +54,10 @@ class ShareAPI(Protocol):
 class ShareAPIClient(GuardedClient):
     """Share API over HTTP: `POST {base_url}/v1/posts`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        *,
-        timeout_ms: int = DEFAULT_TIMEOUT_MS,
-        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
-        reset_timeout_ms: int = DEFAULT_RESET_TIMEOUT_MS,
-        observer: ServiceObserver | None = None,
-    ) -> None:
-        super().__init__(
-            SERVICE,
-            base_url,
-            api_key,
-            timeout_ms=timeout_ms,
-            failure_threshold=failure_threshold,
-            reset_timeout_ms=reset_timeout_ms,
-            observer=observer,
-        )
+    service = SERVICE
+    default_timeout_ms = DEFAULT_TIMEOUT_MS
+    default_failure_threshold = DEFAULT_FAILURE_THRESHOLD
+    default_reset_timeout_ms = DEFAULT_RESET_TIMEOUT_MS
 
     async def publish(self, platform: str, text: str) -> Post:
         """Publish `text` on `platform`, or return a fallback post."""
