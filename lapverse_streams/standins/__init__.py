@@ -10,7 +10,7 @@ from typing import Literal, Self
 from aiohttp import web
 
 from lapverse_streams.standins import news_ai, share_api
-from lapverse_streams.standins.control import FAULTS, Faults
+from lapverse_streams.standins.control import FAULTS, Faults, local_url, serve
 
 StandInKind = Literal["news-ai", "share-api"]
 APP_FACTORIES: dict[StandInKind, Callable[..., web.Application]] = {
@@ -69,17 +69,8 @@ async def start_standin(
     app = APP_FACTORIES[kind](
         api_key=api_key, latency_ms=latency_ms, failure_rate=failure_rate, seed=seed
     )
-    # handler_cancellation: a request the client gave up on stops sleeping its latency
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    bound_port = runner.addresses[0][1]
-    return StandIn(kind, runner, f"http://{url_host}:{bound_port}")
+    runner = await serve(app, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    return StandIn(kind, runner, local_url(host, runner.addresses[0][1]))
 
 
 __all__ = ["StandIn", "StandInKind", "start_standin"]

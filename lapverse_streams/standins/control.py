@@ -125,3 +125,40 @@ async def read_json_object(request: web.Request) -> dict[str, Any] | web.Respons
     if not isinstance(body, dict):
         return error(400, "the body must be a JSON object")
     return body
+
+
+def service_app(
+    path: str,
+    handler: Handler,
+    *,
+    api_key: str | None,
+    latency_ms: float,
+    failure_rate: float,
+    seed: int | None,
+) -> web.Application:
+    """A one-route service stand-in (`POST path`), faults settable at run time via `/control`."""
+    faults = Faults(latency_ms, failure_rate, random.Random(seed))
+    app = web.Application(middlewares=[faults_middleware(faults, api_key)])
+    app.router.add_post(path, handler)
+    add_control_routes(app, faults)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, **options: Any) -> web.AppRunner:
+    """Listen on host:port (0: a free port) until the runner is cleaned up.
+
+    `options` go to the runner; a request the client gave up on stops sleeping its latency.
+    """
+    runner = web.AppRunner(app, handler_cancellation=True, **options)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def local_url(host: str, port: int) -> str:
+    """`http://host:port`, with a wildcard host answered on 127.0.0.1."""
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"

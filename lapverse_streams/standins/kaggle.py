@@ -31,7 +31,9 @@ from lapverse_streams.standins.control import (
     Faults,
     Handler,
     add_control_routes,
+    local_url,
     read_json_object,
+    serve,
 )
 
 API = "/api/v1"
@@ -458,8 +460,7 @@ class RunningKaggleStandin:
     @property
     def base_url(self) -> str:
         """`http://host:port` of the stand-in."""
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{self.port}"
+        return local_url(self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening; requests in flight are cut off."""
@@ -482,13 +483,6 @@ async def start_kaggle_standin(
 ) -> RunningKaggleStandin:
     """Serve the stand-in on `host:port` (0: a free port) until `stop()`."""
     app = create_app(credentials=credentials, latency_ms=latency_ms, failure_rate=failure_rate)
-    # handler_cancellation: a request the client gave up on stops sleeping its latency
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, handler_cancellation=True)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
+    runner = await serve(app, host, port, access_log=None, shutdown_timeout=0.1)
     bound_port = int(runner.addresses[0][1])
     return RunningKaggleStandin(runner, app[STORE], app[FAULTS], host, bound_port)

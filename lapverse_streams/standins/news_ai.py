@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import math
-import random
 import re
 
 from aiohttp import web
 
-from lapverse_streams.standins.control import (
-    Faults,
-    add_control_routes,
-    error,
-    faults_middleware,
-    read_json_object,
-)
+from lapverse_streams.standins.control import error, read_json_object, service_app
 
 
 def _words(text: str) -> frozenset[str]:
@@ -74,8 +67,11 @@ def create_app(
     seed: int | None = None,
 ) -> web.Application:
     """The News AI stand-in, faults settable at run time via `/control`."""
-    faults = Faults(latency_ms, failure_rate, random.Random(seed))
-    app = web.Application(middlewares=[faults_middleware(faults, api_key)])
-    app.router.add_post("/v1/sentiment", sentiment)
-    add_control_routes(app, faults)
-    return app
+    return service_app(
+        "/v1/sentiment",
+        sentiment,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        failure_rate=failure_rate,
+        seed=seed,
+    )

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import re
 import uuid
 
 from aiohttp import web
 
-from lapverse_streams.standins.control import (
-    Faults,
-    add_control_routes,
-    error,
-    faults_middleware,
-    read_json_object,
-)
+from lapverse_streams.standins.control import error, read_json_object, service_app
 
 PLATFORM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 MAX_TEXT_CHARS = 10_000
@@ -43,8 +36,11 @@ def create_app(
     seed: int | None = None,
 ) -> web.Application:
     """The Share API stand-in, faults settable at run time via `/control`."""
-    faults = Faults(latency_ms, failure_rate, random.Random(seed))
-    app = web.Application(middlewares=[faults_middleware(faults, api_key)])
-    app.router.add_post("/v1/posts", publish)
-    add_control_routes(app, faults)
-    return app
+    return service_app(
+        "/v1/posts",
+        publish,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        failure_rate=failure_rate,
+        seed=seed,
+    )
