@@ -14,10 +14,10 @@ from urllib.parse import urlparse
 import aiohttp
 import orjson
 
-from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open
+from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open, stop_process
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
-from lapverse_streams.standins.process import spawn_standin, stop_standin
+from lapverse_streams.standins.process import spawn_standin
 from lapverse_streams.variants.forecast import demo_input
 
 DEMO_TENANT = "acme"
@@ -78,7 +78,7 @@ def run_all(settings: Settings) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         for standin in standins:
-            stop_standin(standin)
+            stop_process(standin)
         if broker:
             broker.stop()
         print("stopped", flush=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.embedded import EmbeddedBroker, free_port, stop_process
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
-from lapverse_streams.standins.process import spawn_standin, stop_standin
+from lapverse_streams.standins.process import spawn_standin
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -43,8 +43,8 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         "LAPVERSE_NEWS_AI_URL": f"http://127.0.0.1:{news_port}",
         "LAPVERSE_SHARE_API_URL": f"http://127.0.0.1:{share_port}",
     }
-    stop_standin(news)
-    stop_standin(share)
+    stop_process(news)
+    stop_process(share)
 
 
 @dataclass

@@ -40,6 +40,16 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it lingers past `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout_s)
+
+
 def die_with_parent() -> None:
     """Runs in the child before exec: the kernel kills it when its parent dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -109,14 +119,8 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL if it lingers."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
+        if process is not None and process.poll() is None:
+            stop_process(process, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

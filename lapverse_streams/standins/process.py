@@ -30,13 +30,3 @@ def spawn_standin(
             raise RuntimeError(f"{kind} stand-in did not start on {host}:{port}; see {log_path}")
         time.sleep(0.05)
     return process
-
-
-def stop_standin(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
-    process.terminate()
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout_s)

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from lapverse_streams.broker.embedded import free_port
-from lapverse_streams.standins.process import spawn_standin, stop_standin
+from lapverse_streams.broker.embedded import free_port, stop_process
+from lapverse_streams.standins.process import spawn_standin
 from tests.conftest import Stack
 from tests.integration.helpers import create_tenant, ledger_of, post_task, task_body, wait_task
 
@@ -28,7 +28,7 @@ def news_ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "news-ai", "127.0.0.1", port, Path(tmp_path_factory.mktemp("news")) / "news-ai.log"
     )
     yield f"http://127.0.0.1:{port}"
-    stop_standin(process)
+    stop_process(process)
 
 
 @pytest.fixture(scope="module")
