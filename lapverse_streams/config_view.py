@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
+from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import FlagConfig, TenantConfig
 from lapverse_streams.settings import Settings
 
@@ -26,8 +28,9 @@ def hash_api_key(api_key: str) -> str:
 class ConfigView:
     """Latest tenant and flag configuration; ready once caught up with the topics' ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dead_letters: DeadLetters | None = None) -> None:
         self._settings = settings
+        self.dead_letters = dead_letters  # set by the process before start()
         self.tenants: dict[str, TenantConfig] = {}
         self.flags: dict[str, dict[str, object]] = {}
         self._tenant_by_key_hash: dict[str, str] = {}
@@ -59,35 +62,56 @@ class ConfigView:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
             for tp, messages in batches.items():
                 for message in messages:
-                    self.apply(tp.topic, message.key, message.value)
+                    await self._apply_or_dead_letter(tp.topic, message)
             self._caught_up = await at_fetch_highwater(self._consumer, self._partitions)
             self._polls += 1
             if self._caught_up:
                 self._ready.set()
 
-    def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        """Apply one record of either topic (a None value deletes)."""
-        name = key.decode() if key else ""
+    async def _apply_or_dead_letter(self, topic: str, message: Any) -> None:
+        """Apply a record; one that cannot be applied is dead-lettered and the view goes on."""
         try:
-            if topic.endswith(topics.TENANTS):
-                self._apply_tenant(name, value)
-            elif value is None:
-                self.flags.pop(name, None)
+            self.apply(topic, message.key, message.value)
+        except Exception as exc:  # any bad record: the view must stay alive for everyone else
+            record = Consumed(
+                topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                list(message.headers or ()),
+            )
+            if self.dead_letters is None:
+                log.error("bad config record", extra={"topic": topic, "offset": message.offset})
             else:
-                event, _ = decode(value)
-                flag = parse_data(event, FlagConfig)
-                self.flags[flag.flag_key] = flag.definition
-        except PoisonMessage as exc:
-            log.warning("ignoring bad config record", extra={"topic": topic, "reason": exc.reason})
+                await self.dead_letters.failed("config-view", record, exc)
+
+    def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of either topic (a None value deletes); raises if it is bad."""
+        name = key.decode("utf-8", "replace") if key else ""
+        if topic.endswith(topics.TENANTS):
+            self._apply_tenant(name, value)
+        elif value is None:
+            self.flags.pop(name, None)
+        else:
+            event, _ = decode(value)
+            flag = parse_data(event, FlagConfig)
+            if flag.flag_key != name or event.subject not in (None, name):
+                raise PoisonMessage("key_mismatch", "the record key is not the flag key")
+            self.flags[flag.flag_key] = flag.definition
 
     def _apply_tenant(self, tenant_id: str, value: bytes | None) -> None:
+        tenant = None
+        if value is not None:  # validate first: a bad record leaves the tenant as it was
+            event, _ = decode(value)
+            tenant = parse_data(event, TenantConfig)
+            if tenant.tenant_id != tenant_id or event.subject not in (None, tenant_id):
+                raise PoisonMessage("key_mismatch", "the record key is not the tenant id")
         old = self.tenants.pop(tenant_id, None)
         for key_hash in old.api_key_hashes if old else ():
             self._tenant_by_key_hash.pop(key_hash, None)
-        if value is None:
+        if tenant is None:
             return
-        event, _ = decode(value)
-        tenant = parse_data(event, TenantConfig)
         self.tenants[tenant.tenant_id] = tenant
         for key_hash in tenant.api_key_hashes:
             self._tenant_by_key_hash[key_hash] = tenant.tenant_id

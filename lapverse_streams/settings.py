@@ -26,7 +26,7 @@ class Settings:
     gateway_port: int = 8080
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
-    admin_token: str = ""
+    admin_token: str = field(default="", repr=False)
     topic_partitions: int = 4
     environment: str = "dev"
     topic_prefix: str = ""
@@ -40,6 +40,16 @@ class Settings:
     budget_min_events: int = 10
     decision_timeout_ms: int = 3_000
     max_body_bytes: int = 64 * 1024
+    max_json_depth: int = 32
+    max_string_chars: int = 16_384
+    max_array_items: int = 10_000
+    rate_limit_per_s: float = 100.0
+    rate_limit_burst: int = 500
+    drills_enabled: bool = False
+    drill_max_sleep_ms: int = 5_000
+    executor_tenant_concurrency: int = 50
+    gateway_view_max_tasks: int = 50_000
+    gateway_view_max_rounds: int = 10_000
     batch_max: int = 500
     batch_within_ms: int = 20
     retry_attempts: int = 3
@@ -48,11 +58,11 @@ class Settings:
     redrive_after_ms: int = 120_000
     competition_deadline_ms: int = 30_000
     news_ai_url: str = "http://127.0.0.1:8091"
-    news_ai_key: str = ""
+    news_ai_key: str = field(default="", repr=False)
     news_ai_timeout_ms: int = 3_000
     news_ai_failure_threshold: int = 50
     share_api_url: str = "http://127.0.0.1:8092"
-    share_api_key: str = ""
+    share_api_key: str = field(default="", repr=False)
     share_api_timeout_ms: int = 2_000
     share_api_failure_threshold: int = 30
     breaker_reset_timeout_ms: int = 30_000

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
+from lapverse_streams.events.limits import DEFAULT_LIMITS, JsonLimits, LimitExceeded, check_json
 from lapverse_streams.events.models import EVENT_TYPES, CloudEvent, Model, short_name, type_name
 
 M = TypeVar("M", bound=Model)
@@ -48,14 +50,21 @@ def encode(event: CloudEvent) -> bytes:
     return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
 
 
-def decode(raw: bytes | None) -> tuple[CloudEvent, str]:
-    """Parse bytes into an envelope and its short type name, or raise PoisonMessage."""
+def decode(raw: bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[CloudEvent, str]:
+    """Parse bytes into an envelope and its short type name, or raise PoisonMessage.
+
+    `limits.max_depth` applies to the data, so the envelope around it may be one level deeper.
+    """
     if raw is None:
         raise PoisonMessage("empty", "record has no value")
     try:
         obj: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PoisonMessage("not_json", str(exc)) from None
+    try:
+        check_json(obj, replace(limits, max_depth=limits.max_depth + 1))
+    except LimitExceeded as exc:
+        raise PoisonMessage(exc.reason, exc.detail) from None
     if not isinstance(obj, dict):
         raise PoisonMessage("wrong_schema", "a CloudEvent must be a JSON object")
     try:

@@ -10,6 +10,8 @@ from pydantic.alias_generators import to_camel
 
 APPLICATION = "lapverse-monitoring"
 MAX_IDEMPOTENCY_KEY_LEN = 255
+# A tenant id starts with a letter or digit (so never `.` or `..`), then letters, digits, `_.-`.
+TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 class Model(BaseModel):
@@ -65,7 +67,7 @@ class TaskRequest(Model):
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     priority: Priority = Priority.NORMAL
     description: str = Field(default="", max_length=10_000)
-    tenant: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=128, pattern=TENANT_ID_PATTERN)
     platforms: list[str] = Field(default_factory=list, max_length=32)
     cost_center: str = Field(default="default", min_length=1, max_length=128)
     requirements: Requirements = Field(default_factory=Requirements)
@@ -88,6 +90,16 @@ class DecisionReason(StrEnum):
     UNKNOWN_TENANT = "unknown_tenant"
     UNKNOWN_FAMILY = "unknown_family"
     INVALID_REQUEST = "invalid_request"
+    RATE_LIMITED = "rate_limited"
+
+
+class RateLimitState(Model):
+    """A tenant's token bucket when a request was over its limit (for the RateLimit headers)."""
+
+    limit: int  # the burst: requests allowed at once
+    remaining: int
+    reset_s: int  # seconds until a request would be allowed again
+    window_s: int  # seconds the bucket takes to refill from empty
 
 
 class TaskDecision(Model):
@@ -100,6 +112,7 @@ class TaskDecision(Model):
     http_status: int
     detail: str
     retry_after_s: int | None = None
+    rate_limit: RateLimitState | None = None
     cost_estimate_micros: int
     request: TaskRequest
     tags: FinOpsTags
@@ -132,16 +145,30 @@ class TaskStarted(Model):
     started_at_ms: int
 
 
+MAX_MRR_MICROS = 10**15  # one billion USD a month
+
+
+class ApiKeyInfo(Model):
+    """What the admin API shows of one API key: never the key, only its hash's id."""
+
+    key_id: str  # the first 12 hex digits of the key's sha256
+    created_at_ms: int
+    last4: str = Field(max_length=4)
+
+
 class TenantConfig(Model):
     """tenant.configured on the compacted lapverse-tenants topic."""
 
-    tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
-    mrr_micros: int = Field(ge=0)
+    tenant_id: str = Field(min_length=1, max_length=128, pattern=TENANT_ID_PATTERN)
+    mrr_micros: int = Field(ge=0, le=MAX_MRR_MICROS)
     slo_target: float = Field(default=0.99, gt=0, lt=1)
     slo_window_days: int = Field(default=30, ge=1, le=365)
     latency_objective_ms: int = Field(default=30_000, ge=1)
     owner: str = Field(default="unknown", min_length=1, max_length=128)
     api_key_hashes: tuple[str, ...] = ()
+    api_keys: tuple[ApiKeyInfo, ...] = ()
+    rate_limit_per_s: float | None = Field(default=None, gt=0, le=1_000_000, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000)
     tags: FinOpsTags
 
     @field_validator("api_key_hashes")
@@ -165,7 +192,7 @@ FAMILY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 class CompetitionRequest(Model):
     """The body of POST /api/v2/self-compete and the request part of competition.requested."""
 
-    tenant: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=128, pattern=TENANT_ID_PATTERN)
     content: str = Field(default="", max_length=10_000)
     platforms: list[str] = Field(default_factory=list, max_length=32)
     priority: Priority = Priority.NORMAL
@@ -198,6 +225,7 @@ class CompetitionDecision(Model):
     http_status: int
     detail: str
     retry_after_s: int | None = None
+    rate_limit: RateLimitState | None = None
     cost_estimate_micros: int
     variant_cost_micros: int
     competitors: list[str]

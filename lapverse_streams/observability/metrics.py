@@ -36,7 +36,16 @@ class Metrics:
             registry=r,
         )
         self.dlq = Counter(
-            "lapverse_dlq", "Dead letters by source and reason", ["topic", "reason"], registry=r
+            "lapverse_dlq",
+            "Dead letters by the agent or reader that gave up on the record, and why",
+            ["agent", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "lapverse_rate_limited",
+            "Requests refused because the tenant was over its rate limit",
+            ["tenant"],
+            registry=r,
         )
         self.burn_rate = Gauge(
             "lapverse_budget_burn_rate", "Error-budget burn rate", ["tenant", "window"], registry=r
