@@ -23,8 +23,9 @@ def register(
     inbound: faust.TopicT,
     sinks: dict[str, faust.TopicT],
     families: dict[str, VariantFamily],
+    task_types: frozenset[str],
 ) -> None:
-    """Attach the governor agent to the app."""
+    """Attach the governor agent to the app; `task_types` are those with a handler."""
     settings = worker.settings
     tables = worker.tables
     sources = {
@@ -39,7 +40,12 @@ def register(
         burns=tables["burn"].data,
         tenants=worker.config.tenants,
         flag_definitions=worker.config.flags,
-        policy=Policy(settings.margin_ratio, settings.budget_min_events),
+        policy=Policy(
+            settings.margin_ratio,
+            settings.budget_min_events,
+            settings.rate_limit_per_s,
+            settings.rate_limit_burst,
+        ),
         environment=settings.environment,
         version=settings.version,
         retention_ms=settings.idempotency_retention_s * 1000,
@@ -47,6 +53,7 @@ def register(
         families=families,
         evolutions=tables["evolution"].data,
         competition_deadline_ms=settings.competition_deadline_ms,
+        task_types=task_types,
     )
 
     @worker.app.agent(inbound, name="governor")
@@ -61,6 +68,7 @@ def register(
                     e.message.key,
                     e.message.value,
                     list(e.message.headers or ()),
+                    e.message.topic,
                 )
                 for e in events
             ]
@@ -134,6 +142,8 @@ def observe(worker: Worker, observations: list[Observation], batch_size: int) ->
             m.duplicates.labels(o.tenant).inc()
         elif o.kind == "dead_letter":
             m.dlq.labels("governor", o.reason).inc()
+        elif o.kind == "rate_limited":
+            m.rate_limited.labels(o.tenant).inc()
 
 
 def observe_round(m: Metrics, o: Observation) -> None:

@@ -137,6 +137,7 @@ def stack_factory(
             "LAPVERSE_TOPIC_PARTITIONS": "2",
             "LAPVERSE_RETRY_BASE_MS": "10",
             "LAPVERSE_LOG_LEVEL": "INFO",
+            "LAPVERSE_DRILLS_ENABLED": "true",  # the drills use CHAOS tasks
             **standins,
             **overrides,
         }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lapverse_streams.domain import budget, flags
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period, usd
-from lapverse_streams.events.models import DecisionReason, TenantConfig
+from lapverse_streams.events.models import DecisionReason, RateLimitState, TenantConfig
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class Policy:
 
     margin_ratio: float = 0.70
     budget_min_events: int = 10
+    rate_limit_per_s: float = 100.0  # a tenant's default rate limit
+    rate_limit_burst: int = 500
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Verdict:
     http_status: int
     detail: str
     retry_after_s: int | None = None
+    rate_limit: RateLimitState | None = None
 
     @property
     def accepted(self) -> bool:

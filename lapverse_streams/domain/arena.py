@@ -13,6 +13,7 @@ from lapverse_streams.domain.batch import (
     BatchOutput,
     Inbound,
     Intake,
+    Invalid,
     Observation,
     Outbound,
 )
@@ -63,18 +64,17 @@ ROLLOUT_PERCENT = 10
 def round_intake(
     event: CloudEvent, now_ms: int, families: Mapping[str, VariantFamily], deadline_ms: int
 ) -> Intake:
-    """A competition.requested event reduced to what admission needs."""
+    """A competition.requested event reduced to what admission needs (routing checked)."""
     requested = parse_data(event, CompetitionRequested)
-    if event.subject is not None and event.subject != requested.tenant:
-        raise PoisonMessage("wrong_schema", "subject does not match data.tenant")
     request = CompetitionRequest.model_validate(requested.model_dump(exclude={"tags"}))
     tenant_id, key = request.tenant, event.id
     competition_id = idempotency.competition_id(tenant_id, key)
-    invalid: InvalidCompetition | None = None
+    invalid: Invalid | None = None
     try:
         competitors = resolve(request, families).competitors
     except InvalidCompetition as exc:
-        invalid, competitors = exc, tuple(request.competitors or ())
+        invalid = Invalid(exc.reason, exc.http_status, exc.detail)
+        competitors = tuple(request.competitors or ())
     per_variant = variant_cost_micros()
 
     def decide(verdict: Verdict, estimate: int, tags: FinOpsTags) -> tuple[str, Model]:
@@ -86,6 +86,7 @@ def round_intake(
             http_status=verdict.http_status,
             detail=verdict.detail,
             retry_after_s=verdict.retry_after_s,
+            rate_limit=verdict.rate_limit,
             cost_estimate_micros=estimate,
             variant_cost_micros=per_variant,
             competitors=list(competitors),
@@ -105,9 +106,8 @@ def round_intake(
         estimate_micros=0 if invalid else per_variant * len(competitors),
         flag_key=f"family.{request.family}",
         subject=f"competition family {request.family!r}",
-        label=request.family,
+        label=request.family if invalid is None else "invalid",
         cost_center=request.cost_center,
-        tags=requested.tags,
         now_ms=now_ms,
         decide=decide,
         invalid=invalid,

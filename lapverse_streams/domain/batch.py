@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from lapverse_streams.domain.admission import Verdict
 from lapverse_streams.events.codec import Headers
-from lapverse_streams.events.models import FinOpsTags, Model
+from lapverse_streams.events.models import DecisionReason, FinOpsTags, Model
 
 if TYPE_CHECKING:
     from lapverse_streams.domain.budget import Burn
     from lapverse_streams.domain.ledger import Ledger
-    from lapverse_streams.domain.self_compete import InvalidCompetition
 
 REQUEST_ID = "lapverse-request-id"
 REPLAYED = "lapverse-replayed"
@@ -32,6 +31,7 @@ class Inbound:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    topic: str = ""  # the full topic name, for dead letters
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,15 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Invalid:
+    """Why a request can never be admitted as sent (validation, before idempotency)."""
+
+    reason: DecisionReason
+    http_status: int
+    detail: str
+
+
+@dataclass(frozen=True)
 class Intake:
     """A request of either kind, reduced to what idempotency and admission need."""
 
@@ -70,10 +79,9 @@ class Intake:
     subject: str  # what the flag gates, for messages
     label: str  # task type or competition family, for metrics
     cost_center: str
-    tags: FinOpsTags | None
     now_ms: int
     decide: Callable[[Verdict, int, FinOpsTags], tuple[str, Model]]
-    invalid: InvalidCompetition | None = None
+    invalid: Invalid | None = None
 
     @property
     def source(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lapverse_streams.domain.journal import Journal
+
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -18,6 +20,7 @@ class Burn:
 
     buckets: dict[int, tuple[int, int]] = field(default_factory=dict)
     applied: int = -1
+    journal: Journal | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the table (bucket hours as string keys)."""
@@ -37,9 +40,14 @@ class Burn:
     def record(self, finished_ms: int, good: bool, offset: int, window_days: int) -> Burn:
         """Count one finished task and drop buckets older than the window."""
         hour = finished_ms // HOUR_MS
+        if self.journal:
+            self.journal.note(self.buckets, hour)
+            self.journal.note(vars(self), "applied")
         if hour not in self.buckets:
             oldest = hour - window_days * 24
             for old in [h for h in self.buckets if h <= oldest]:
+                if self.journal:
+                    self.journal.note(self.buckets, old)
                 del self.buckets[old]
         g, b = self.buckets.get(hour, (0, 0))
         self.buckets[hour] = (g + 1, b) if good else (g, b + 1)

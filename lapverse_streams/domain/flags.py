@@ -141,7 +141,20 @@ def _check_operators(rule: Any) -> None:
         name, args = next(iter(rule.items()))
         if name not in _LAZY and name not in _OPS:
             raise FlagDefinitionError(f"targeting uses unknown operator {name!r}")
+        if name == "fractional":
+            _check_fractional(args if isinstance(args, list) else [args])
         _check_operators(args)
+
+
+def _check_fractional(args: list[Any]) -> None:
+    """Refuse weights that are not integers >= 0, or that sum to zero or above 2**31 - 1."""
+    distributions = args[1:] if args and not isinstance(args[0], list) else args
+    try:
+        total = sum(_weighted(item)[1] for item in distributions)
+    except _TargetingError as exc:
+        raise FlagDefinitionError(f"targeting: {exc}") from None
+    if not 0 < total <= _MAX_WEIGHT_SUM:
+        raise FlagDefinitionError("targeting: fractional weights must sum to 1 .. 2**31 - 1")
 
 
 def _variant_name(result: Any) -> str | None:
@@ -370,7 +383,7 @@ def _weighted(item: Any) -> tuple[Any, int]:
     weight = item[1] if len(item) > 1 and item[1] is not None else 1
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         raise _TargetingError("fractional weight must be a number")
-    if weight < 0 or not float(weight).is_integer():
+    if weight < 0 or (isinstance(weight, float) and not weight.is_integer()):
         raise _TargetingError("fractional weight must be a non-negative integer")
     return item[0], int(weight)
 

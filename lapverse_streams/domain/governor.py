@@ -22,15 +22,18 @@ from lapverse_streams.domain.batch import (
     BatchOutput,
     Inbound,
     Intake,
+    Invalid,
     Observation,
     Outbound,
 )
 from lapverse_streams.domain.budget import Burn
+from lapverse_streams.domain.journal import Journal, JournaledMapping
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period, task_estimate_micros
 from lapverse_streams.domain.promotion import (
     PromotionPolicy,
 )
+from lapverse_streams.domain.ratelimit import TokenBucket, full_bucket
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -41,11 +44,14 @@ from lapverse_streams.events.codec import (
     parse_data,
     trace_of,
 )
+from lapverse_streams.events.deadletter import Consumed, letter, reason_of
 from lapverse_streams.events.models import (
+    CloudEvent,
     CompetitionJoined,
     DecisionReason,
     FinOpsTags,
     Model,
+    RateLimitState,
     TaskDecision,
     TaskRequest,
     TaskRequested,
@@ -73,11 +79,24 @@ class Governor:
     evolutions: MutableMapping[str, Any] = field(default_factory=dict)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
     competition_deadline_ms: int = 30_000
+    task_types: frozenset[str] | None = None  # types with a handler; None admits any type
+
+    def __post_init__(self) -> None:
+        self._journal = Journal()
+        self._records = JournaledMapping(self.records, self._journal)
+        self._evolutions = JournaledMapping(self.evolutions, self._journal)
+        self._buckets: dict[str, TokenBucket] = {}  # in memory: a restart refills them
 
     def process(self, batch: list[Inbound]) -> BatchOutput:
-        """Process records in order; poison records become dead letters."""
+        """Process records in order; a record that fails in any way becomes a dead letter.
+
+        Each record's writes are journaled and undone if it fails, so a failed record leaves
+        no write behind and the other records of the batch are decided as if it never came.
+        """
         out = BatchOutput()
         for record in batch:
+            mark = _Mark.of(out)
+            self._journal.begin()
             try:
                 if record.source == "tasks":
                     self._on_task_request(record, out)
@@ -87,9 +106,14 @@ class Governor:
                     self._on_round_request(record, out)
                 else:
                     self._on_joined(record, out)
-            except PoisonMessage as exc:
-                out.records.append(dead_letter(record, exc.reason, exc.detail))
-                out.observations.append(Observation("dead_letter", "", reason=exc.reason))
+            except Exception as exc:  # any failure: one record must never cost the others
+                self._journal.rollback()
+                mark.restore(out)
+                reason, detail = reason_of(exc)
+                out.records.append(dead_letter(record, reason, detail))
+                out.observations.append(Observation("dead_letter", "", reason=reason))
+            else:
+                self._journal.commit()
         for tenant_id in out.dirty_ledgers:
             self.ledgers[tenant_id] = out.ledgers[tenant_id].to_json()
         for tenant_id in out.dirty_burns:
@@ -99,13 +123,17 @@ class Governor:
     def _ledger(self, tenant_id: str, out: BatchOutput) -> Ledger:
         """The tenant's ledger, loaded once per batch."""
         if tenant_id not in out.ledgers:
-            out.ledgers[tenant_id] = Ledger.from_json(self.ledgers.get(tenant_id))
+            ledger = Ledger.from_json(self.ledgers.get(tenant_id))
+            ledger.journal = self._journal
+            out.ledgers[tenant_id] = ledger
         return out.ledgers[tenant_id]
 
     def _burn(self, tenant_id: str, out: BatchOutput) -> Burn:
         """The tenant's burn record, loaded once per batch."""
         if tenant_id not in out.burns:
-            out.burns[tenant_id] = Burn.from_json(self.burns.get(tenant_id))
+            burn = Burn.from_json(self.burns.get(tenant_id))
+            burn.journal = self._journal
+            out.burns[tenant_id] = burn
         return out.burns[tenant_id]
 
     def _on_task_request(self, record: Inbound, out: BatchOutput) -> None:
@@ -113,8 +141,7 @@ class Governor:
         if short != "task.requested":
             raise PoisonMessage("unknown_type", f"{event.type} does not belong on the tasks topic")
         requested = parse_data(event, TaskRequested)
-        if event.subject is not None and event.subject != requested.tenant:
-            raise PoisonMessage("wrong_schema", "subject does not match data.tenant")
+        check_routing(record, event, requested.tenant)
         request = TaskRequest.model_validate(requested.model_dump(exclude={"tags"}))
         tenant_id, key, now = request.tenant, event.id, self.clock_ms()
         task_id = idempotency.task_id(tenant_id, key)
@@ -128,6 +155,7 @@ class Governor:
                 http_status=verdict.http_status,
                 detail=verdict.detail,
                 retry_after_s=verdict.retry_after_s,
+                rate_limit=verdict.rate_limit,
                 cost_estimate_micros=estimate,
                 request=request,
                 tags=tags,
@@ -135,6 +163,14 @@ class Governor:
             )
             return ("task.accepted" if verdict.accepted else "task.rejected"), decision
 
+        invalid = None
+        if self.task_types is not None and request.type not in self.task_types:
+            known = ", ".join(sorted(self.task_types)) or "none"
+            invalid = Invalid(
+                DecisionReason.INVALID_REQUEST,
+                400,
+                f"task type {request.type!r} has no handler (known: {known})",
+            )
         intake = Intake(
             kind="task",
             request_id=task_id,
@@ -144,18 +180,28 @@ class Governor:
             estimate_micros=task_estimate_micros(request.requirements.complexity),
             flag_key=f"task-type.{request.type}",
             subject=f"task type {request.type!r}",
-            label=request.type,
+            label=request.type if invalid is None else "invalid",
             cost_center=request.cost_center,
-            tags=requested.tags,
             now_ms=now,
             decide=decide,
+            invalid=invalid,
         )
         self._admit(intake, record, out)
 
     def _admit(self, intake: Intake, record: Inbound, out: BatchOutput) -> None:
-        """Idempotency, then admission, then the decision (and a round's fan-out)."""
+        """Validation, idempotency, rate limit, then admission and the decision (and fan-out).
+
+        Invalid and rate-limited requests are answered but not remembered: they burn no
+        budget, and the same key may be tried again once the request is fixed or allowed.
+        """
         tenant_id, now = intake.tenant_id, intake.now_ms
         reply_headers = _reply_headers(record.headers)
+        tenant = self.tenants.get(tenant_id)
+        if intake.invalid is not None:
+            invalid = intake.invalid
+            verdict = Verdict(invalid.reason, invalid.http_status, invalid.detail)
+            self._answer_only(intake, tenant, verdict, reply_headers, record, out)
+            return
         existing = self.records.get(intake.request_id)
         if existing is not None and self._expired(existing, now):
             existing = None
@@ -163,29 +209,38 @@ class Governor:
         if existing is not None:
             self._repeat(intake, existing, record, ledger, reply_headers, out)
             return
-        tenant = self.tenants.get(tenant_id)
+        if tenant is not None:
+            limited = self._take_token(tenant, now)
+            if limited is not None:
+                verdict = Verdict(
+                    DecisionReason.RATE_LIMITED,
+                    429,
+                    f"over the tenant's rate limit of {self._rate(tenant)[0]:g} requests/s "
+                    f"(burst {limited.limit})",
+                    limited.reset_s,
+                    limited,
+                )
+                self._answer_only(intake, tenant, verdict, reply_headers, record, out)
+                out.observations.append(Observation("rate_limited", tenant_id, intake.label))
+                return
         burn = self._burn(tenant_id, out)
-        invalid = intake.invalid
-        if invalid is not None and tenant is not None:
-            verdict = Verdict(invalid.reason, invalid.http_status, invalid.detail)
-        else:
-            verdict = admit(
-                tenant_id,
-                intake.subject,
-                intake.flag_key,
-                tenant,
-                self.flag_definitions.get(intake.flag_key),
-                ledger,
-                burn,
-                intake.estimate_micros,
-                now,
-                self.policy,
-            )
-        tags = intake.tags or self.tags(tenant, tenant_id, intake.cost_center)
+        verdict = admit(
+            tenant_id,
+            intake.subject,
+            intake.flag_key,
+            tenant,
+            self.flag_definitions.get(intake.flag_key),
+            ledger,
+            burn,
+            intake.estimate_micros,
+            now,
+            self.policy,
+        )
+        tags = self.tags(tenant, tenant_id, intake.cost_center)
         short_type, decision = intake.decide(verdict, intake.estimate_micros, tags)
         event_id = f"{intake.request_id}:decision"
         encoded = encode(envelope(short_type, event_id, tenant_id, decision, now, SOURCE)).decode()
-        self.records[intake.request_id] = {
+        self._records[intake.request_id] = {
             "kind": intake.kind,
             "taskId": intake.request_id,
             "tenant": tenant_id,
@@ -211,8 +266,60 @@ class Governor:
         if verdict.accepted and intake.kind == "competition":
             out.records.extend(fan_out(encoded, reply_headers))
         out.observations.append(
-            Observation(f"{intake.kind}_decision", tenant_id, intake.label, verdict.reason.value)
+            Observation(
+                f"{intake.kind}_decision",
+                tenant_id if tenant else UNKNOWN,
+                intake.label,
+                verdict.reason.value,
+            )
         )
+
+    def _answer_only(
+        self,
+        intake: Intake,
+        tenant: TenantConfig | None,
+        verdict: Verdict,
+        reply_headers: Headers,
+        record: Inbound,
+        out: BatchOutput,
+    ) -> None:
+        """A rejection that is sent but not stored (a reply, not a decision to replay)."""
+        tags = self.tags(tenant, intake.tenant_id, intake.cost_center)
+        short_type, decision = intake.decide(verdict, 0, tags)
+        event_id = f"{intake.request_id}:{verdict.reason.value}:{record.partition}:{record.offset}"
+        ce = envelope(short_type, event_id, intake.tenant_id, decision, intake.now_ms, SOURCE)
+        out.records.append(
+            Outbound(
+                "decisions",
+                intake.tenant_id.encode(),
+                encode(ce),
+                [*reply_headers, (REPLY_ONLY, b"true")],
+            )
+        )
+        out.observations.append(
+            Observation(
+                f"{intake.kind}_decision",
+                intake.tenant_id if tenant else UNKNOWN,
+                intake.label,
+                verdict.reason.value,
+            )
+        )
+
+    def _rate(self, tenant: TenantConfig) -> tuple[float, int]:
+        """The tenant's rate limit and burst: its own, else the policy's defaults."""
+        rate = tenant.rate_limit_per_s or self.policy.rate_limit_per_s
+        return rate, tenant.burst or self.policy.rate_limit_burst
+
+    def _take_token(self, tenant: TenantConfig, now_ms: int) -> RateLimitState | None:
+        """Take one request from the tenant's bucket; the limit's state when it is empty."""
+        rate, burst = self._rate(tenant)
+        bucket = self._buckets.get(tenant.tenant_id)
+        if bucket is None:
+            self._journal.note(self._buckets, tenant.tenant_id)
+            bucket = self._buckets[tenant.tenant_id] = full_bucket(now_ms, burst)
+        self._journal.note(vars(bucket), "tokens")
+        self._journal.note(vars(bucket), "updated_ms")
+        return bucket.take(now_ms, rate, burst)
 
     def _repeat(
         self,
@@ -227,30 +334,13 @@ class Governor:
         tenant_id = intake.tenant_id
         redelivered = existing["origin"] == [record.partition, record.offset]
         if existing["fingerprint"] != intake.fingerprint:
-            tenant = self.tenants.get(tenant_id)
             verdict = Verdict(
                 DecisionReason.FINGERPRINT_MISMATCH,
                 422,
                 "Idempotency-Key was already used with a different payload",
             )
-            short_type, decision = intake.decide(
-                verdict, 0, self.tags(tenant, tenant_id, intake.cost_center)
-            )
-            event_id = f"{intake.request_id}:conflict:{record.partition}:{record.offset}"
-            ce = envelope(short_type, event_id, tenant_id, decision, intake.now_ms, SOURCE)
-            out.records.append(
-                Outbound(
-                    "decisions",
-                    tenant_id.encode(),
-                    encode(ce),
-                    [*reply_headers, (REPLY_ONLY, b"true")],
-                )
-            )
-            out.observations.append(
-                Observation(
-                    f"{intake.kind}_decision", tenant_id, intake.label, "fingerprint_mismatch"
-                )
-            )
+            tenant = self.tenants.get(tenant_id)
+            self._answer_only(intake, tenant, verdict, reply_headers, record, out)
             return
         if (
             redelivered
@@ -283,13 +373,14 @@ class Governor:
         if existing is None:
             raise PoisonMessage("unknown_task", f"no admitted task {result.task_id}")
         tenant_id = existing["tenant"]
+        check_routing(record, event, tenant_id)
         if existing["status"] in FINAL and existing.get("finalOffset") != record.offset:
             out.observations.append(Observation("duplicate_result", tenant_id, existing["type"]))
             return
         if existing["status"] == "rejected":
             raise PoisonMessage("unknown_task", f"task {result.task_id} was rejected")
         cost = result.cost_micros if result.status == "completed" else 0
-        self.records[result.task_id] = {
+        self._records[result.task_id] = {
             **existing,
             "status": result.status,
             "finalOffset": record.offset,
@@ -326,6 +417,7 @@ class Governor:
             )
         now = self.clock_ms()
         intake = arena.round_intake(event, now, self.families, self.competition_deadline_ms)
+        check_routing(record, event, intake.tenant_id)
         self._admit(intake, record, out)
 
     def _on_joined(self, record: Inbound, out: BatchOutput) -> None:
@@ -337,7 +429,10 @@ class Governor:
         if existing is None or existing.get("kind") != "competition":
             raise PoisonMessage("unknown_competition", f"no round {joined.competition_id}")
         tenant_id = existing["tenant"]
-        referee = Referee(self.records, self.evolutions, self.promotion)
+        check_routing(record, event, tenant_id)
+        if joined.tenant != tenant_id:
+            raise PoisonMessage("key_mismatch", "data.tenant is not the round's tenant")
+        referee = Referee(self._records, self._evolutions, self.promotion)
         referee.settle(
             joined,
             existing,
@@ -410,13 +505,61 @@ def _reply_headers(headers: Headers) -> Headers:
     return out + trace_of(headers)
 
 
+UNKNOWN = "unknown"  # the metric label of a tenant that is not configured
+
+
 def dead_letter(record: Inbound, reason: str, detail: str) -> Outbound:
-    """The original bytes and headers, with where they came from and why they failed."""
-    extra: Headers = [
-        ("lapverse-dlq-source", record.source.encode()),
-        ("lapverse-dlq-partition", str(record.partition).encode()),
-        ("lapverse-dlq-offset", str(record.offset).encode()),
-        ("lapverse-dlq-reason", reason.encode()),
-        ("lapverse-dlq-error", detail[:1000].encode()),
-    ]
-    return Outbound("dlq", record.key, record.value, list(record.headers) + extra)
+    """The governor's dead letter of a record, by the one dead-letter policy."""
+    consumed = Consumed(
+        record.topic or record.source,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.headers,
+    )
+    dead = letter("governor", consumed, reason, detail)
+    return Outbound("dlq", dead.key, dead.value, dead.headers)
+
+
+def check_routing(record: Inbound, event: CloudEvent, tenant_id: str) -> None:
+    """The record key and the CloudEvent subject must both name the tenant of the data.
+
+    A record keyed by one tenant with another's data would land on the wrong partition and
+    split that tenant's ledger; it is dead-lettered instead.
+    """
+    if record.key != tenant_id.encode() or event.subject != tenant_id:
+        raise PoisonMessage(
+            "key_mismatch", "the record key, the CloudEvent subject and the tenant must agree"
+        )
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """How far a batch's output had got before a record, to cut back to if it fails."""
+
+    records: int
+    observations: int
+    dirty: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, out: BatchOutput) -> _Mark:
+        """The output's current lengths."""
+        return cls(len(out.records), len(out.observations), _dirty_lengths(out))
+
+    def restore(self, out: BatchOutput) -> None:
+        """Drop what was added since; keys first made dirty since are dropped too."""
+        del out.records[self.records :]
+        del out.observations[self.observations :]
+        for dirty, length in zip(_dirty_maps(out), self.dirty, strict=True):
+            for key in list(dirty)[length:]:
+                del dirty[key]
+
+
+def _dirty_maps(out: BatchOutput) -> tuple[dict[str, int], ...]:
+    return (out.dirty_records, out.dirty_ledgers, out.dirty_burns, out.dirty_evolutions)
+
+
+def _dirty_lengths(out: BatchOutput) -> tuple[int, int, int, int]:
+    a, b, c, d = (len(m) for m in _dirty_maps(out))
+    return a, b, c, d

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lapverse_streams.domain.journal import Journal
+
 KEEP_PERIODS = 3
 
 
@@ -20,6 +22,7 @@ class Ledger:
     spend: dict[str, dict[str, int]] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
     _reserved_total: int = field(default=0, init=False, compare=False, repr=False)
+    journal: Journal | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._reserved_total = sum(self.reserved.values())
@@ -42,21 +45,33 @@ class Ledger:
 
     def mark(self, source: str, offset: int) -> Ledger:
         """Record that `source` is applied up to `offset`."""
+        if self.journal:
+            self.journal.note(self.applied, source)
         self.applied[source] = max(offset, self.applied.get(source, -1))
         return self
 
     def reserve(self, task_id: str, micros: int) -> Ledger:
         """Hold the estimate of an accepted task."""
+        if self.journal:
+            self.journal.note(self.reserved, task_id)
+            self.journal.note(vars(self), "_reserved_total")
         self._reserved_total += micros - self.reserved.get(task_id, 0)
         self.reserved[task_id] = micros
         return self
 
     def settle(self, task_id: str, cost_micros: int, period: str, cost_center: str) -> Ledger:
         """Charge actual cost and release the task's reservation, in one step."""
+        if self.journal:
+            self.journal.note(self.reserved, task_id)
+            self.journal.note(vars(self), "_reserved_total")
+            self.journal.note(self.spend, period)
+            self.spend[period] = dict(self.spend.get(period, {}))  # the old dict stays intact
         self._reserved_total -= self.reserved.pop(task_id, 0)
         period_spend = self.spend.setdefault(period, {})
         period_spend[cost_center] = period_spend.get(cost_center, 0) + cost_micros
         for old in sorted(self.spend)[:-KEEP_PERIODS]:
+            if self.journal:
+                self.journal.note(self.spend, old)
             del self.spend[old]
         return self
 
