@@ -15,6 +15,7 @@ from agents.rewind import keep_records_across_seek_back
 from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
+from lapverse_streams.events.deadletter import DeadLetters
 from lapverse_streams.handlers.base import Services, TaskHandler, load_handlers
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
@@ -31,6 +32,7 @@ class Worker:
     metrics: Metrics
     tables: dict[str, Any]
     services: services.ExternalServices
+    dead_letters: DeadLetters
 
     def owned(self, topic: str) -> set[int]:
         """Partitions of `topic` assigned to this worker; none while it rebalances."""
@@ -82,7 +84,17 @@ def create_worker(
     }
     metrics = Metrics()
     external = services.build_services(settings, metrics)
-    worker = Worker(app, settings, ConfigView(settings), metrics, tables, external)
+    dlq = raw_topic(app, settings.topic(topics.DLQ))
+
+    async def send_dead_letter(key: bytes | None, value: bytes | None, headers: Any) -> None:
+        await dlq.send(key=key, value=value, headers=headers, force=True)
+
+    dead_letters = DeadLetters(
+        send_dead_letter, lambda agent, reason: metrics.dlq.labels(agent, reason).inc()
+    )
+    worker = Worker(
+        app, settings, ConfigView(settings, dead_letters), metrics, tables, external, dead_letters
+    )
     services.own(app, external)
     families = families if families is not None else load_families()
     # Everything keyed by tenant id meets in the governor, co-partitioned with its tables.
@@ -101,21 +113,23 @@ def create_worker(
     decisions = raw_topic(app, settings.topic(topics.TASK_DECISIONS))
     sinks = {
         "decisions": decisions,
-        "dlq": raw_topic(app, settings.topic(topics.DLQ)),
+        "dlq": dlq,
         "runs": raw_topic(app, settings.topic(topics.VARIANT_RUNS)),
         "completions": raw_topic(app, settings.topic(topics.COMPETITION_RESULTS)),
         "champions": raw_topic(app, settings.topic(topics.CHAMPIONS)),
         "flags": raw_topic(app, settings.topic(topics.FLAGS)),
         "kaggle": raw_topic(app, settings.topic(topics.KAGGLE)),
     }
-    governor.register(worker, inbound, sinks, families)
+    if handlers is None:
+        handlers = load_handlers(Services(external.news_ai))
+    governor.register(worker, inbound, sinks, families, frozenset(handlers))
     executor.register(
         worker,
         decisions,
         raw_topic(app, settings.topic(topics.TASK_RESULTS)),
         raw_topic(app, settings.topic(topics.TASK_PROGRESS)),
         sinks["dlq"],
-        handlers if handlers is not None else load_handlers(Services(external.news_ai)),
+        handlers,
     )
     # Runs and results are keyed by competition id: the join lives on their partitions.
     runs_name = settings.topic(topics.VARIANT_RUNS)
