@@ -54,7 +54,7 @@ def pick_tenants(count: int, partitions: int) -> list[str]:
 
 
 def tenant_record(settings: Settings, tenant_id: str) -> Record:
-    """A `tenant.configured` event with an MRR no benchmark can exhaust."""
+    """A `tenant.configured` event with an MRR and a rate limit no benchmark can exhaust."""
     tags = FinOpsTags(
         environment=settings.environment,
         tenant_id=tenant_id,
@@ -62,7 +62,14 @@ def tenant_record(settings: Settings, tenant_id: str) -> Record:
         owner="bench",
         version=settings.version,
     )
-    config = TenantConfig(tenant_id=tenant_id, mrr_micros=MRR_MICROS, owner="bench", tags=tags)
+    config = TenantConfig(
+        tenant_id=tenant_id,
+        mrr_micros=MRR_MICROS,
+        owner="bench",
+        rate_limit_per_s=1_000_000,  # the bench measures throughput, not the rate limit
+        burst=1_000_000,
+        tags=tags,
+    )
     event = envelope(
         "tenant.configured", f"{tenant_id}:config", tenant_id, config, now_ms(), SOURCE
     )
