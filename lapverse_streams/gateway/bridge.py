@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,11 +15,40 @@ from aiokafka.errors import KafkaError
 from lapverse_streams.broker.assign import assign_all
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, REQUEST_ID
 from lapverse_streams.events import topics
-from lapverse_streams.events.codec import PoisonMessage, decode, header
+from lapverse_streams.events.codec import Headers, PoisonMessage, decode, header, parse_data
+from lapverse_streams.events.deadletter import Consumed, DeadLetters, Send
+from lapverse_streams.events.models import (
+    CloudEvent,
+    CompetitionCompleted,
+    CompetitionDecision,
+    TaskDecision,
+    TaskResult,
+    TaskStarted,
+    TenantConfig,
+    WorkerStatus,
+)
+from lapverse_streams.gateway.view import (
+    CompetitionState,
+    CompetitionView,
+    Recent,
+    Store,
+    TaskState,
+    TaskView,
+    TenantFigures,
+    remove_stale_stores,
+    store_path,
+)
+from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 
+__all__ = ["Bridge", "BrokerUnavailable", "CompetitionState", "Reply", "TaskState"]
+
 log = logging.getLogger(__name__)
+READER = "gateway-reader"
 DECISIONS = ("task.accepted", "task.rejected", "competition.accepted", "competition.rejected")
+MAX_WORKERS = 256  # heartbeats kept for /api/status; the least recently updated go first
+DEAD_LETTER_TIMEOUT_S = 10.0
+Handler = Callable[[str, CloudEvent, Consumed], None]
 
 
 class BrokerUnavailable(Exception):
@@ -33,51 +63,46 @@ class Reply:
     replayed: bool
 
 
-@dataclass
-class TaskState:
-    """What the gateway knows of one task."""
-
-    tenant: str
-    decision: dict[str, Any]
-    result: dict[str, Any] | None = None
-    started: bool = False
-
-    @property
-    def status(self) -> str:
-        """The decision's status, `running` once an executor took it, then the result's."""
-        if self.result is not None:
-            return str(self.result["status"])
-        if self.started and self.decision["status"] == "accepted":
-            return "running"
-        return str(self.decision["status"])
-
-
-@dataclass
-class CompetitionState:
-    """What the gateway knows of one self-compete round."""
-
-    tenant: str
-    decision: dict[str, Any]
-    completed: dict[str, Any] | None = None
-
-
-@dataclass
 class Bridge:
     """Producer plus a consumer of decisions and results (all partitions, no group)."""
 
-    settings: Settings
-    tasks: dict[str, TaskState] = field(default_factory=dict)
-    competitions: dict[str, CompetitionState] = field(default_factory=dict)
-    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _started_early: set[str] = field(default_factory=set)  # read before their decision
-    _waiters: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
-    _producer: AIOKafkaProducer | None = None
-    _consumer: AIOKafkaConsumer | None = None
-    _reader: asyncio.Task[None] | None = None
-    connected: bool = False
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        tenants: Mapping[str, TenantConfig] | None = None,
+        dead_letter_sink: Send | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.dead_letters = DeadLetters(dead_letter_sink or self.send_dead_letter, self._count)
+        self._store = Store(store_path(settings.data_dir))
+        self.tasks = TaskView(Recent(self._store, "tasks", settings.gateway_view_max_tasks))
+        self.competitions = CompetitionView(
+            Recent(self._store, "rounds", settings.gateway_view_max_rounds)
+        )
+        self.figures = TenantFigures(
+            tenants if tenants is not None else {}, settings.default_latency_objective_ms
+        )
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.connected = False
+        self._waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._producing = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+        name = settings.topic
+        self._handlers: dict[str, tuple[tuple[str, ...], Handler]] = {
+            name(topics.TASK_DECISIONS): (DECISIONS, self._on_decision),
+            name(topics.TASK_RESULTS): (("task.completed", "task.failed"), self._on_result),
+            name(topics.TASK_PROGRESS): (("task.started",), self._on_started),
+            name(topics.COMPETITION_RESULTS): (("competition.completed",), self._on_completed),
+            name(topics.WORKER_STATUS): (("worker.status",), self._on_worker_status),
+        }
 
     async def start(self) -> None:
         """Connect the producer and start reading decisions and results from the beginning."""
+        remove_stale_stores(self.settings.data_dir)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             acks="all",
@@ -85,6 +110,7 @@ class Bridge:
             linger_ms=2,
         )
         await self._producer.start()
+        self._producing.set()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=None,
@@ -94,19 +120,12 @@ class Bridge:
         )
         await consumer.start()
         self._consumer = consumer
-        names = [
-            self.settings.topic(topics.TASK_DECISIONS),
-            self.settings.topic(topics.TASK_RESULTS),
-            self.settings.topic(topics.TASK_PROGRESS),
-            self.settings.topic(topics.COMPETITION_RESULTS),
-            self.settings.topic(topics.WORKER_STATUS),
-        ]
-        await assign_all(consumer, names)
+        await assign_all(consumer, list(self._handlers))
         self.connected = True
-        self._reader = asyncio.create_task(self._read(), name="gateway-reader")
+        self._reader = asyncio.create_task(self._read(), name=READER)
 
     async def stop(self) -> None:
-        """Stop reading and flush the producer."""
+        """Stop reading, flush the producer and remove the view's file."""
         if self._reader:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,7 +133,9 @@ class Bridge:
         if self._consumer:
             await self._consumer.stop()
         if self._producer:
+            self._producing.clear()
             await self._producer.stop()
+        self._store.close()
 
     async def _read(self) -> None:
         assert self._consumer is not None
@@ -127,57 +148,100 @@ class Bridge:
                 log.warning("reading decisions failed", extra={"error": str(exc)})
                 await asyncio.sleep(1)
                 continue
-            for messages in batches.values():
+            for tp, messages in batches.items():
                 for message in messages:
-                    self._on_record(message.value, list(message.headers or ()))
+                    record = Consumed(
+                        tp.topic,
+                        tp.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        list(message.headers or ()),
+                    )
+                    await self.on_record(record)
 
-    def _on_record(self, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    async def on_record(self, record: Consumed) -> None:
+        """Apply one record to the view, or dead-letter it; never raises."""
         try:
-            event, short = decode(value)
-        except PoisonMessage:
+            self.apply(record)
+        except Exception as exc:  # any bad record: the reader must stay alive for every caller
+            await self.dead_letters.failed(READER, record, exc)
+
+    def apply(self, record: Consumed) -> None:
+        """Validate a record, then apply it; raises (leaving the view as it was) if it is bad."""
+        # Validated before anything is written: a bad record leaves no trace in the view.
+        if record.value is None and record.topic == self.settings.topic(topics.WORKER_STATUS):
+            self.workers.pop(_text(record.key), None)  # a tombstone on the compacted topic
             return
-        data = event.data
-        if short in DECISIONS:
-            request_id = header(headers, REQUEST_ID)
-            waiter = self._waiters.pop(request_id, None) if request_id else None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(Reply(data, header(headers, REPLAYED) == "true"))
-            if header(headers, REPLY_ONLY):
-                return
-            if short.startswith("task.") and self._is_new(data):
-                started = data["taskId"] in self._started_early
-                self._started_early.discard(data["taskId"])
-                self.tasks[data["taskId"]] = TaskState(event.subject or "", data, started=started)
-            elif (
-                short.startswith("competition.") and data["competitionId"] not in self.competitions
-            ):
-                self.competitions[data["competitionId"]] = CompetitionState(
-                    event.subject or "", data
-                )
-        elif short in ("task.completed", "task.failed"):
-            state = self.tasks.get(data["taskId"])
-            if state is not None and state.result is None:
-                state.result = data
-        elif short == "task.started":
-            task = self.tasks.get(data["taskId"])
-            if task is None:
-                self._started_early.add(data["taskId"])
-            else:
-                task.started = True
-        elif short == "worker.status":
-            self.workers[data["workerId"]] = data
-        elif short == "competition.completed":
-            competition = self.competitions.get(data["competitionId"])
-            if competition is not None and competition.completed is None:
-                competition.completed = data
+        event, short = decode(record.value)
+        expected, handle = self._handlers[record.topic]
+        if short not in expected:
+            raise PoisonMessage("unknown_type", f"{short!r} does not belong on {record.topic}")
+        handle(short, event, record)
 
-    def _is_new(self, decision: dict[str, Any]) -> bool:
-        """A task's first decision, or a later one for its key after the old one expired.
+    def _on_decision(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        decision: TaskDecision | CompetitionDecision
+        if short.startswith("task."):
+            decision = parse_data(event, TaskDecision)
+        else:
+            decision = parse_data(event, CompetitionDecision)
+        tenant = decision.request.tenant
+        _agree(record, event, tenant, decision.tags.tenant_id)
+        request_id = header(record.headers, REQUEST_ID)
+        waiter = self._waiters.pop(request_id, None) if request_id else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Reply(event.data, header(record.headers, REPLAYED) == "true"))
+        if header(record.headers, REPLY_ONLY):
+            return
+        if isinstance(decision, TaskDecision):
+            if self.tasks.decide(tenant, decision) and decision.status == "rejected":
+                self.figures.rejected(tenant)
+        else:
+            self.competitions.decide(tenant, decision)
 
-        A re-emitted decision is the stored one, byte for byte, so its time is not later.
-        """
-        known = self.tasks.get(decision["taskId"])
-        return known is None or decision["decidedAtMs"] > known.decision["decidedAtMs"]
+    def _on_result(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        result = parse_data(event, TaskResult)
+        tenant = result.tags.tenant_id
+        _agree(record, event, tenant)
+        if result.status != short.removeprefix("task."):
+            raise PoisonMessage("wrong_schema", f"a {short} record with status {result.status!r}")
+        if self.tasks.finish(tenant, result):
+            self.figures.finished(tenant, result)
+
+    def _on_started(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        started = parse_data(event, TaskStarted)
+        _agree(record, event, started.tags.tenant_id)
+        self.tasks.start(started.tags.tenant_id, started.task_id)
+
+    def _on_completed(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        completed = parse_data(event, CompetitionCompleted)
+        _agree(record, event, completed.tenant, completed.tags.tenant_id)
+        self.competitions.complete(completed.tenant, completed)
+
+    def _on_worker_status(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        status = parse_data(event, WorkerStatus)
+        _agree(record, event, status.worker_id)
+        self.workers[status.worker_id] = event.data
+        if len(self.workers) > MAX_WORKERS:
+            oldest = min(self.workers, key=lambda w: int(self.workers[w]["updatedAtMs"]))
+            del self.workers[oldest]
+
+    def _count(self, agent: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dlq.labels(agent, reason).inc()
+
+    async def send_dead_letter(
+        self, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
+        """Produce a dead letter to `lapverse-dlq` (waiting for the producer if it is starting)."""
+        await asyncio.wait_for(self._producing.wait(), DEAD_LETTER_TIMEOUT_S)
+        assert self._producer is not None
+        await asyncio.wait_for(
+            self._producer.send_and_wait(
+                self.settings.topic(topics.DLQ), value, key=key, headers=headers
+            ),
+            DEAD_LETTER_TIMEOUT_S,
+        )
 
     async def submit(
         self,
@@ -222,3 +286,18 @@ class Bridge:
         except (KafkaError, TimeoutError) as exc:
             self.connected = False
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def _text(key: bytes | None) -> str:
+    return key.decode("utf-8", "replace") if key is not None else ""
+
+
+def _agree(record: Consumed, event: CloudEvent, *owners: str) -> None:
+    """The record key, the CloudEvent subject and the data's owner(s) must all be one."""
+    key = _text(record.key)
+    names = {key, event.subject or "", *owners}
+    if len(names) != 1:
+        raise PoisonMessage(
+            "key_mismatch",
+            f"record key {key!r}, subject {event.subject!r} and data {sorted(set(owners))} differ",
+        )

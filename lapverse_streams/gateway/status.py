@@ -9,6 +9,7 @@ from lapverse_streams.config_view import ConfigView
 from lapverse_streams.domain.budget import budget_remaining, burn_rate
 from lapverse_streams.domain.pricing import usd
 from lapverse_streams.gateway.bridge import Bridge
+from lapverse_streams.gateway.view import empty_figures
 from lapverse_streams.observability.metrics import Metrics
 
 STALE_AFTER_MS = 30_000
@@ -53,32 +54,16 @@ def worker_view(
     return breakers, lag, listed
 
 
-def empty_entry() -> dict[str, int]:
-    """Counters of one tenant in the status report."""
-    return {"completed": 0, "failed": 0, "rejected": 0, "costMicros": 0, "good": 0, "bad": 0}
-
-
 def status_report(config: ConfigView, bridge: Bridge, metrics: Metrics) -> dict[str, Any]:
-    """What an operator wants at a glance."""
-    per_tenant: dict[str, dict[str, Any]] = {}
-    for state in bridge.tasks.values():
-        entry = per_tenant.setdefault(state.tenant, empty_entry())
-        if state.result:
-            entry[state.result["status"]] += 1
-            entry["costMicros"] += state.result["costMicros"]
-            tenant = config.tenants.get(state.tenant)
-            objective = tenant.latency_objective_ms if tenant else 30_000
-            good = state.result["status"] == "completed" and state.result["durationMs"] <= objective
-            entry["good" if good else "bad"] += 1
-        elif state.decision["status"] == "rejected":
-            entry["rejected"] += 1
+    """What an operator wants at a glance (per-tenant figures kept by the bridge as it reads)."""
+    per_tenant = bridge.figures.per_tenant
     finished = sum(e["completed"] + e["failed"] for e in per_tenant.values())
     failed = sum(e["failed"] for e in per_tenant.values())
     breakers, lag, workers = worker_view(bridge.workers, now_ms())
     score, label = health_score(failed / finished if finished else 0.0, bridge.connected, breakers)
     tenants = {}
     for tenant_id, tenant in config.tenants.items():
-        e = per_tenant.get(tenant_id, empty_entry())
+        e = per_tenant.get(tenant_id, empty_figures())
         done = e["completed"] + e["failed"]
         tenants[tenant_id] = {
             "sloTarget": tenant.slo_target,

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
 from lapverse_streams.settings import Settings
@@ -142,3 +142,56 @@ async def drain(settings: Settings, topic: str) -> list[Any]:
                 return records
     finally:
         await consumer.stop()
+
+
+async def produce_raw(
+    settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Write (key, value) records straight to a topic (short name), as any producer could."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(settings.topic(topic), value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def start_round(
+    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, body: Any
+) -> str:
+    """POST /api/v2/self-compete with a fresh Idempotency-Key; returns the competition id."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "X-Tenant-ID": tenant,
+        "Idempotency-Key": uuid.uuid4().hex,
+    }
+    async with session.post(
+        f"{stack.base_url}/api/v2/self-compete", json=body, headers=headers
+    ) as r:
+        assert r.status == 202, await r.text()
+        return str((await r.json())["competitionId"])
+
+
+async def wait_round_completed(
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    api_key: str,
+    tenant: str,
+    round_id: str,
+    timeout_s: float = 60,
+) -> dict[str, Any]:
+    """Poll GET /api/v2/self-compete/{id} until the round is completed."""
+    headers = {"Authorization": f"Bearer {api_key}", "X-Tenant-ID": tenant}
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with session.get(
+            f"{stack.base_url}/api/v2/self-compete/{round_id}", headers=headers
+        ) as r:
+            if r.status == 200:
+                body = await r.json()
+                if body["status"] == "completed":
+                    return body
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"round {round_id} never completed: {body}")
