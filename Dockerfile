@@ -34,14 +34,15 @@ RUN groupadd --system --gid 10001 lapverse \
 
 COPY --from=build /opt/venv /opt/venv
 
-# Containers listen on all interfaces (the settings default to loopback for local runs).
+# The gateway listens on all interfaces; the worker's /metrics, /healthz and /readyz stay on
+# the container's loopback unless LAPVERSE_WORKER_WEB_HOST says otherwise (the compose file
+# opens them to its network for Prometheus, without publishing them).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LAPVERSE_BROKER_URL=kafka://kafka:9092 \
     LAPVERSE_GATEWAY_HOST=0.0.0.0 \
     LAPVERSE_GATEWAY_PORT=8080 \
-    LAPVERSE_WORKER_WEB_HOST=0.0.0.0 \
     LAPVERSE_WORKER_WEB_PORT=6066 \
     LAPVERSE_DATA_DIR=/var/lib/lapverse
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from agents import executor, governor, heartbeat, services, tournament
+from agents import executor, governor, heartbeat, services, tournament, web
 from agents import kaggle as kaggle_agent
 from agents.highwaters import use_fetched_highwaters
 from agents.rewind import keep_records_across_seek_back
@@ -156,19 +156,7 @@ def create_worker(
     )
     heartbeat.register(worker, raw_topic(app, settings.topic(topics.WORKER_STATUS)))
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(worker.metrics.exposition(), content_type="text/plain; version=0.0.4")
-
-    @app.page("/healthz")
-    async def health_page(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "ready": worker.config.ready})
-
-    @app.page("/readyz")
-    async def ready_page(web: Any, request: Any) -> Any:
-        assigned = bool(app.consumer.assignment()) if app.consumer else False
-        ready = worker.config.ready and assigned and not app.rebalancing
-        return web.json({"ready": ready}, status=200 if ready else 503)
+    web.register(worker)
 
     class ConfigViewOwner(faust.Service):
         """Owns the configuration view's lifecycle inside the worker."""

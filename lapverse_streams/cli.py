@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import threading
+import time
 
 from lapverse_streams.settings import Settings
 
@@ -20,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="health of a running gateway")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if settings.parent_pid:
+        watch_parent(settings.parent_pid)
     if args.command == "worker":
         return run_worker(settings)
     if args.command == "gateway":
@@ -43,21 +49,44 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from agents.app import create_worker
-    from lapverse_streams.observability.logging import configure_logging
+    from lapverse_streams.observability.logging import configure_logging, logging_config
 
     configure_logging("lapverse-worker", settings.log_level)
     worker = create_worker(settings)
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.lower(), quiet=True)
+    # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.
+    faust_worker = faust.Worker(
+        worker.app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        logging_config=logging_config("lapverse-worker", settings.log_level),
+    )
     # Faust's terminal spinner sets the root logger to DEBUG; every debug call then costs CPU.
     faust_worker.spinner = None
     faust_worker.execute_from_commandline()
     return 0
 
 
+def watch_parent(parent_pid: int, grace_s: float = 8.0, poll_s: float = 0.5) -> None:
+    """Stop this process when `parent_pid`, its parent, dies: SIGTERM, then exit after grace."""
+    if os.getppid() != parent_pid:
+        try:
+            os.kill(parent_pid, 0)
+        except OSError:
+            os._exit(1)  # the parent died before we could watch it
+        return  # started further down the tree: the parent watches its own children
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_broker(settings: Settings) -> int:
     """Run the embedded broker in the foreground until interrupted."""
-    import signal
-
     from lapverse_streams.broker.embedded import EmbeddedBroker
     from lapverse_streams.broker.topics import ensure_topics
 

@@ -14,7 +14,12 @@ from urllib.parse import urlparse
 import aiohttp
 import orjson
 
-from lapverse_streams.broker.embedded import EmbeddedBroker, port_is_open, stop_process
+from lapverse_streams.broker.embedded import (
+    EmbeddedBroker,
+    die_with_parent,
+    port_is_open,
+    stop_process,
+)
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
 from lapverse_streams.standins.process import spawn_standin
@@ -47,6 +52,7 @@ def run_all(settings: Settings) -> int:
         **os.environ,
         "LAPVERSE_ADMIN_TOKEN": admin_token,
         "LAPVERSE_BROKER_URL": settings.broker_url,
+        "LAPVERSE_PARENT_PID": str(os.getpid()),
     }
     children: list[subprocess.Popen[bytes]] = []
     standins: list[subprocess.Popen[bytes]] = []
@@ -61,10 +67,16 @@ def run_all(settings: Settings) -> int:
         for role in ("worker", "gateway"):
             with (logs / f"{role}.log").open("ab") as out:
                 command = [sys.executable, "-m", "lapverse_streams.cli", role]
-                # own session: a terminal's Ctrl-C reaches only us, and we stop them in order
+                # own session: a terminal's Ctrl-C reaches only us, and we stop them in order;
+                # if we are killed outright, they get SIGTERM and watch LAPVERSE_PARENT_PID
                 children.append(
                     subprocess.Popen(
-                        command, env=env, stdout=out, stderr=out, start_new_session=True
+                        command,
+                        env=env,
+                        stdout=out,
+                        stderr=out,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent,  # noqa: PLW1509
                     )
                 )
         asyncio.run(serve_demo(settings, admin_token, logs))

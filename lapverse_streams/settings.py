@@ -26,6 +26,7 @@ class Settings:
     gateway_port: int = 8080
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
+    parent_pid: int = 0  # set by `lapverse run`: its children exit when it dies
     admin_token: str = field(default="", repr=False)
     topic_partitions: int = 4
     environment: str = "dev"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import sys
@@ -14,12 +16,33 @@ from opentelemetry import trace
 
 REDACTED = "[REDACTED]"
 _HANDLER_NAME = "lapverse-json-stderr"
-_SENSITIVE_KEYS = frozenset({"password", "token", "email", "ip", "ssn", "apikey"})
-_SENSITIVE_SUFFIXES = ("token", "password")
+_SENSITIVE_KEYS = frozenset({"password", "token", "email", "ip", "ssn", "apikey", "cookies"})
+_SENSITIVE_SUFFIXES = ("token", "password", "secret", "apikey", "authorization", "cookie")
+# A header written out as text: keep its name and auth scheme, mask the credential.
+_AUTH_HEADER = re.compile(
+    r"""\b((?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:([A-Za-z][A-Za-z0-9-]*)\s+)?"""
+    r"""([^\s"',;}]+)""",
+    re.IGNORECASE,
+)
+_BASIC_CREDENTIAL = re.compile(r"\b(Basic)\s+([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])", re.I)
 _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"""\b((?:set-)?cookie["']?\s*[:=]\s*["']?)[^"'\r\n]+""", re.IGNORECASE),
+        rf"\1{REDACTED}",
+    ),
     (re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), rf"\1 {REDACTED}"),
+    (
+        re.compile(
+            r"\b([A-Za-z_-]*(?:api[_-]?key|token|password|passwd|secret)=)[^&\s\"']+",
+            re.IGNORECASE,
+        ),
+        rf"\1{REDACTED}",
+    ),
     (re.compile(r"lv_[A-Za-z0-9_-]{32,}"), REDACTED),
+    (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}"), REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9]{16,}"), REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), REDACTED),
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), REDACTED),
@@ -35,8 +58,25 @@ def _is_sensitive_key(key: str) -> bool:
     return name in _SENSITIVE_KEYS or name.endswith(_SENSITIVE_SUFFIXES)
 
 
+def _mask_auth_header(match: re.Match[str]) -> str:
+    """`Authorization: <scheme> <credential>` with the credential masked."""
+    scheme = f"{match[2]} " if match[2] else ""
+    return f"{match[1]}{scheme}{REDACTED}"
+
+
+def _mask_basic_credential(match: re.Match[str]) -> str:
+    """`Basic <base64 of user:password>` with the credential masked; other words kept."""
+    try:
+        decoded = base64.b64decode(match[2] + "=" * (-len(match[2]) % 4), validate=True)
+    except binascii.Error:
+        return match[0]
+    return f"{match[1]} {REDACTED}" if b":" in decoded else match[0]
+
+
 def redact_text(text: str) -> str:
-    """Mask API keys, bearer tokens and email addresses inside free text."""
+    """Mask credentials, cookies, API keys and email addresses inside free text."""
+    text = _AUTH_HEADER.sub(_mask_auth_header, text)
+    text = _BASIC_CREDENTIAL.sub(_mask_basic_credential, text)
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -54,7 +94,7 @@ def redact(value: object) -> object:
     """Return a copy of `value` with sensitive keys and secret-looking strings masked."""
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return redact_mapping(value)
     if isinstance(value, list):
         return [redact(item) for item in value]
@@ -102,10 +142,28 @@ class JsonFormatter(logging.Formatter):
     @staticmethod
     def _message(record: logging.LogRecord) -> str:
         """Interpolate redacted args so `%s` of a dict cannot leak a password."""
-        message = str(record.msg)
+        message = str(record.msg if isinstance(record.msg, str) else redact(record.msg))
         if record.args:
             message = message % redact(record.args)
         return redact_text(message)
+
+
+def json_handler(service: str) -> logging.Handler:
+    """A handler writing redacted JSON lines for `service` to the current stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(JsonFormatter(service))
+    return handler
+
+
+def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
+    """A `dictConfig` schema with the JSON handler alone, for frameworks that set up logging."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {_HANDLER_NAME: {"()": json_handler, "service": service}},
+        "root": {"level": level.upper(), "handlers": [_HANDLER_NAME]},
+    }
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -114,8 +172,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
         handler.close()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(JsonFormatter(service))
-    root.addHandler(handler)
+    root.addHandler(json_handler(service))
     root.setLevel(level.upper())

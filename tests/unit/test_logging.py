@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
+import logging.config
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,10 +19,14 @@ from lapverse_streams.observability.logging import (
     REDACTED,
     JsonFormatter,
     configure_logging,
+    logging_config,
     redact,
 )
 
 API_KEY = "lv_" + "Ab3_-x" * 6  # 36 url-safe chars after the prefix
+ISSUED_KEY = "lv_" + "Qw3_-e" * 7 + "r"  # as the gateway issues them: 43 url-safe chars
+BASIC = base64.b64encode(b"ops:hunter2").decode()
+STRIPE_LIVE = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
 LogLines = Callable[[], list[dict[str, Any]]]
 
 
@@ -97,6 +103,72 @@ def test_secret_looking_strings_are_masked(text: str, expected: str) -> None:
     assert redact({"note": [text]}) == {"note": [expected]}
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["authorization", "Authorization", "PROXY-AUTHORIZATION", "cookie", "Cookie", "Set-Cookie",
+     "cookies", "x-api-key", "client_secret", "session_cookie"],
+)  # fmt: skip
+def test_credential_keys_are_redacted_at_any_depth(key: str) -> None:
+    payload = {"request": [{"headers": {key: "anything at all", "Accept": "json"}}]}
+    assert redact(payload) == {"request": [{"headers": {key: REDACTED, "Accept": "json"}}]}
+
+
+def test_header_multidicts_are_redacted_like_dicts() -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict([("Authorization", f"Basic {BASIC}"), ("Cookie", "sid=1"), ("X", "y")])
+    assert redact({"headers": headers}) == {
+        "headers": {"Authorization": REDACTED, "Cookie": REDACTED, "X": "y"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"Authorization: Basic {BASIC}", f"Authorization: Basic {REDACTED}"),
+        (f"authorization=basic {BASIC}", f"authorization=basic {REDACTED}"),
+        (f"with creds Basic {BASIC}.", f"with creds Basic {REDACTED}."),
+        (f"{{'Authorization': '{ISSUED_KEY}'}}", f"{{'Authorization': '{REDACTED}'}}"),
+        (f"Proxy-Authorization: Digest {BASIC}", f"Proxy-Authorization: Digest {REDACTED}"),
+        ("Cookie: sid=abc123; theme=dark", f"Cookie: {REDACTED}"),
+        ("Set-Cookie: sid=abc123; Path=/; HttpOnly", f"Set-Cookie: {REDACTED}"),
+        ("{'cookie': 'sid=abc', 'x': 'y'}", f"{{'cookie': '{REDACTED}', 'x': 'y'}}"),
+        (f"charge with {STRIPE_LIVE} now", f"charge with {REDACTED} now"),
+        ("sk_test_" + "a1" * 12, REDACTED),
+        ("rk_live_" + "Z9" * 12, REDACTED),
+        (f"key {ISSUED_KEY}", f"key {REDACTED}"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", f"Bearer {REDACTED}"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", f"jwt {REDACTED}"),
+        ("GET /x?api_key=abc123&page=2", f"GET /x?api_key={REDACTED}&page=2"),
+        ("retry with access_token=abc.def", f"retry with access_token={REDACTED}"),
+        ("a basic analysis of growth", "a basic analysis of growth"),
+        ("max_tokens=10 cookies baked", "max_tokens=10 cookies baked"),
+    ],
+)
+def test_credentials_in_text_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_logging_config_installs_the_json_handler_alone(
+    restore_root_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    restore_root_logger.addHandler(logging.StreamHandler())
+    logging.config.dictConfig(logging_config("svc-worker", "info"))
+    (handler,) = restore_root_logger.handlers
+    assert isinstance(handler.formatter, JsonFormatter)
+    assert restore_root_logger.level == logging.INFO
+
+    logging.getLogger("faust.test").info(
+        "sent %s", f"Authorization: Basic {BASIC}", extra={"headers": {"Cookie": "sid=1"}}
+    )
+
+    (raw,) = capsys.readouterr().err.splitlines()
+    line = orjson.loads(raw)
+    assert line["service"] == "svc-worker"
+    assert line["message"] == f"sent Authorization: Basic {REDACTED}"
+    assert line["headers"] == {"Cookie": REDACTED}
+
+
 def test_json_line_shape_outside_a_span(json_logger: tuple[logging.Logger, LogLines]) -> None:
     logger, lines = json_logger
     logger.warning("charged %s for %s", 42, {"token": "t0k", "tenant": "acme"})
@@ -125,7 +197,7 @@ def test_extra_fields_and_messages_are_redacted(
     (line,) = lines()
     assert line["message"] == f"key {REDACTED} from {REDACTED}"
     assert line["tenantId"] == "acme"
-    assert line["request"] == {"headers": {"Authorization": f"Bearer {REDACTED}"}}
+    assert line["request"] == {"headers": {"Authorization": REDACTED}}
     assert API_KEY not in orjson.dumps(line).decode()
 
 

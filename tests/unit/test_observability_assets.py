@@ -284,5 +284,5 @@ def test_compose_file_defines_the_stack() -> None:
     assert "container_name" not in services["worker"]
     assert "ports" not in services["worker"]
     assert "8080:8080" in services["gateway"]["ports"]
-    assert "9090:9090" in services["prometheus"]["ports"]
-    assert "3000:3000" in services["grafana"]["ports"]
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]
+    assert "127.0.0.1:3000:3000" in services["grafana"]["ports"]
