@@ -20,10 +20,13 @@ def new_api_key() -> str:
 
 
 def bearer(request: web.Request) -> str | None:
-    """The bearer token of the Authorization header, if any."""
+    """The bearer token of the Authorization header, if any (tokens are printable ASCII)."""
     value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not (token.isascii() and token.isprintable()):
+        return None  # undecodable bytes arrive as surrogates: no key has them
+    return token or None
 
 
 def authenticate_tenant(request: web.Request, config: ConfigView) -> TenantConfig:
@@ -43,10 +46,15 @@ def authenticate_tenant(request: web.Request, config: ConfigView) -> TenantConfi
     return tenant
 
 
+def is_admin(request: web.Request, admin_token: str) -> bool:
+    """Whether the request carries the admin token (never true while it is unset)."""
+    token = bearer(request) or ""
+    return bool(admin_token) and hmac.compare_digest(token.encode(), admin_token.encode())
+
+
 def authenticate_admin(request: web.Request, admin_token: str) -> None:
     """Require the admin bearer token (401)."""
-    token = bearer(request) or ""
-    if not admin_token or not hmac.compare_digest(token.encode(), admin_token.encode()):
+    if not is_admin(request, admin_token):
         raise Problem(
             401,
             "unauthorized",

@@ -1,38 +1,35 @@
-"""Route handlers of the public and admin APIs."""
+"""Routes of tasks: POST a task and answer with its admission decision, GET its state."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
 from aiohttp import web
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lapverse_streams.clock import now_ms
-from lapverse_streams.config_view import ConfigView, hash_api_key
-from lapverse_streams.domain import flags, idempotency
-from lapverse_streams.domain.pricing import task_estimate_micros, usd, usd_to_micros
+from lapverse_streams.config_view import ConfigView
+from lapverse_streams.domain import idempotency
+from lapverse_streams.domain.pricing import task_estimate_micros, usd
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import encode, envelope
 from lapverse_streams.events.models import (
     FinOpsTags,
-    FlagConfig,
     Model,
     TaskRequest,
     TaskRequested,
     TenantConfig,
 )
-from lapverse_streams.gateway.auth import authenticate_admin, authenticate_tenant, new_api_key
+from lapverse_streams.gateway.auth import authenticate_tenant
 from lapverse_streams.gateway.bridge import Bridge, BrokerUnavailable, Reply
+from lapverse_streams.gateway.inputs import json_limits, known_task_types, parse_body, read_json
 from lapverse_streams.gateway.problems import Problem, json_response
+from lapverse_streams.gateway.rate_limits import decision_headers, tenant_policy, with_policy
 from lapverse_streams.observability.tracing import inject_headers
 from lapverse_streams.settings import Settings
 
 SOURCE = "/lapverse/gateway"
-M = TypeVar("M", bound=BaseModel)
-MAX_FLAG_KEY_LEN = 200
 tracer = trace.get_tracer("lapverse.gateway")
 
 
@@ -43,6 +40,8 @@ class Routes:
         self.settings = settings
         self.config = config
         self.bridge = bridge
+        self.limits = json_limits(settings)
+        self.task_types = known_task_types(settings)
         self._in_flight: set[str] = set()
 
     def tags(self, tenant: TenantConfig, cost_center: str) -> FinOpsTags:
@@ -58,13 +57,26 @@ class Routes:
     async def post_task(self, request: web.Request) -> web.Response:
         """POST /api/v2/tasks: write task.requested and answer with the admission decision."""
         tenant = authenticate_tenant(request, self.config)
+        return await with_policy(self._post_task(request, tenant), self.policy(tenant))
+
+    def policy(self, tenant: TenantConfig) -> str:
+        """The tenant's RateLimit-Policy header value."""
+        return tenant_policy(tenant, self.settings)
+
+    async def _post_task(self, request: web.Request, tenant: TenantConfig) -> web.Response:
         key = self.request_key(request)
-        body = await read_json(request)
+        body = await read_json(request, self.limits)
         if isinstance(body, dict):
             body.setdefault("tenant", tenant.tenant_id)
         task = parse_body(TaskRequest, body)
         if task.tenant != tenant.tenant_id:
             raise Problem(403, "wrong-tenant", "body.tenant does not match the API key's tenant")
+        if task.type not in self.task_types:
+            known = ", ".join(self.task_types)
+            detail = f"type: no handler for task type {task.type!r}; known types: {known}"
+            raise Problem(
+                400, "unknown-task-type", detail, fields=["type"], knownTypes=list(self.task_types)
+            )
         task_id = idempotency.task_id(tenant.tenant_id, key)
         requested = TaskRequested(**task.model_dump(), tags=self.tags(tenant, task.cost_center))
         reply = await self.submit(
@@ -143,117 +155,6 @@ class Routes:
             }
         )
 
-    async def put_tenant(self, request: web.Request) -> web.Response:
-        """PUT /admin/v1/tenants/{tenantId}: create or update a tenant."""
-        authenticate_admin(request, self.settings.admin_token)
-        tenant_id = request.match_info["tenant_id"]
-        body = parse_body(TenantBody, await read_json(request))
-        old = self.config.tenants.get(tenant_id)
-        try:
-            tenant = TenantConfig(
-                tenant_id=tenant_id,
-                mrr_micros=usd_to_micros(body.mrr),
-                slo_target=body.slo_target,
-                slo_window_days=body.slo_window_days,
-                latency_objective_ms=body.latency_objective_ms,
-                owner=body.owner,
-                api_key_hashes=old.api_key_hashes if old else (),
-                tags=FinOpsTags(
-                    environment=self.settings.environment,
-                    tenant_id=tenant_id,
-                    cost_center="platform",
-                    owner=body.owner,
-                    version=self.settings.version,
-                ),
-            )
-        except ValidationError as exc:
-            raise Problem(400, "invalid-body", field_errors(exc)) from None
-        await self.publish_tenant(tenant)
-        return json_response(tenant_view(tenant), 200 if old else 201)
-
-    async def post_api_key(self, request: web.Request) -> web.Response:
-        """POST /admin/v1/tenants/{tenantId}/api-keys: a new key, shown once, stored hashed."""
-        authenticate_admin(request, self.settings.admin_token)
-        tenant = self.config.tenants.get(request.match_info["tenant_id"])
-        if tenant is None:
-            raise Problem(404, "not-found", "no such tenant; create it with PUT first")
-        api_key = new_api_key()
-        hashes = (*tenant.api_key_hashes, hash_api_key(api_key))
-        await self.publish_tenant(tenant.model_copy(update={"api_key_hashes": hashes}))
-        return json_response({"apiKey": api_key, "tenantId": tenant.tenant_id}, 201)
-
-    async def put_flag(self, request: web.Request) -> web.Response:
-        """PUT /admin/v1/flags/{flagKey}: store a flagd flag definition."""
-        authenticate_admin(request, self.settings.admin_token)
-        flag_key = request.match_info["flag_key"]
-        if len(flag_key) > MAX_FLAG_KEY_LEN:
-            raise Problem(
-                400, "invalid-flag", f"flag keys are at most {MAX_FLAG_KEY_LEN} characters"
-            )
-        try:
-            definition = flags.validate_flag(await read_json(request))
-        except flags.FlagDefinitionError as exc:
-            raise Problem(400, "invalid-flag", str(exc)) from None
-        event = envelope(
-            "flag.configured",
-            f"{flag_key}:{now_ms()}",
-            flag_key,
-            FlagConfig(flag_key=flag_key, definition=definition),
-            now_ms(),
-            SOURCE,
-        )
-        await self.publish(topics.FLAGS, flag_key, encode(event))
-        self.config.flags[flag_key] = definition
-        return json_response({"flagKey": flag_key, **definition})
-
-    async def publish_tenant(self, tenant: TenantConfig) -> None:
-        """Write tenant configuration and apply it locally (read-your-writes)."""
-        event = encode(
-            envelope(
-                "tenant.configured",
-                f"{tenant.tenant_id}:{now_ms()}",
-                tenant.tenant_id,
-                tenant,
-                now_ms(),
-                SOURCE,
-            )
-        )
-        await self.publish(topics.TENANTS, tenant.tenant_id, event)
-        self.config.apply(self.settings.topic(topics.TENANTS), tenant.tenant_id.encode(), event)
-
-    async def publish(self, topic: str, key: str, value: bytes) -> None:
-        """Write to a configuration topic or answer 503."""
-        try:
-            await self.bridge.publish(topic, key.encode(), value)
-        except BrokerUnavailable as exc:
-            raise Problem(
-                503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
-            ) from exc
-
-
-class TenantBody(BaseModel):
-    """Body of PUT /admin/v1/tenants/{tenantId}."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    mrr: float = Field(ge=0, allow_inf_nan=False)
-    slo_target: float = Field(default=0.99, gt=0, lt=1, alias="sloTarget")
-    owner: str = Field(default="unknown", min_length=1, max_length=128)
-    slo_window_days: int = Field(default=30, ge=1, le=365, alias="sloWindowDays")
-    latency_objective_ms: int = Field(default=30_000, ge=1, alias="latencyObjectiveMs")
-
-
-def tenant_view(tenant: TenantConfig) -> dict[str, Any]:
-    """Tenant as the admin API shows it (no key hashes)."""
-    return {
-        "tenantId": tenant.tenant_id,
-        "mrr": usd(tenant.mrr_micros),
-        "sloTarget": tenant.slo_target,
-        "sloWindowDays": tenant.slo_window_days,
-        "latencyObjectiveMs": tenant.latency_objective_ms,
-        "owner": tenant.owner,
-        "apiKeys": len(tenant.api_key_hashes),
-    }
-
 
 def render_decision(reply: Reply, location: str) -> web.Response:
     """The HTTP answer of a task's decision; replays add Idempotent-Replayed."""
@@ -277,43 +178,9 @@ def decision_response(
         headers["Idempotent-Replayed"] = "true"
     if data["status"] == "accepted":
         return json_response(accepted, 202, headers)
-    if data.get("retryAfterS"):
+    if data.get("retryAfterS") is not None:
         headers["Retry-After"] = str(data["retryAfterS"])
+    headers.update(decision_headers(data))
     raise Problem(
         data["httpStatus"], data["reason"].replace("_", "-"), data["detail"], headers=headers, **ids
     )
-
-
-async def read_json(request: web.Request) -> Any:
-    """The JSON body, or 400/413/415 saying what is wrong."""
-    if request.content_type not in ("application/json", ""):
-        raise Problem(415, "unsupported-media-type", "send application/json")
-    raw = await request.read()
-    if not raw:
-        raise Problem(400, "invalid-body", "the request body is empty")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from None
-
-
-def parse_body(model: type[M], body: Any) -> M:
-    """Validate a JSON body against a model, or 400 naming the fields."""
-    if not isinstance(body, dict):
-        raise Problem(400, "invalid-body", "the body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise Problem(400, "invalid-body", field_errors(exc), fields=field_list(exc)) from None
-
-
-def field_errors(exc: ValidationError) -> str:
-    """One line naming each invalid field."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
-
-
-def field_list(exc: ValidationError) -> list[str]:
-    """The invalid fields' dotted paths."""
-    return sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})

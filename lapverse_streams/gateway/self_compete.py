@@ -11,11 +11,13 @@ from lapverse_streams.domain import idempotency
 from lapverse_streams.domain.pricing import usd
 from lapverse_streams.domain.self_compete import InvalidCompetition, resolve, variant_cost_micros
 from lapverse_streams.events import topics
-from lapverse_streams.events.models import CompetitionRequest, CompetitionRequested
+from lapverse_streams.events.models import CompetitionRequest, CompetitionRequested, TenantConfig
 from lapverse_streams.gateway.auth import authenticate_tenant
 from lapverse_streams.gateway.bridge import Reply
+from lapverse_streams.gateway.inputs import parse_body, read_json
 from lapverse_streams.gateway.problems import Problem, json_response
-from lapverse_streams.gateway.routes import Routes, decision_response, parse_body, read_json
+from lapverse_streams.gateway.rate_limits import with_policy
+from lapverse_streams.gateway.routes import Routes, decision_response
 from lapverse_streams.variants.base import VariantFamily
 
 
@@ -29,8 +31,11 @@ class SelfCompeteRoutes:
     async def post(self, request: web.Request) -> web.Response:
         """POST /api/v2/self-compete: write competition.requested and answer with the decision."""
         tenant = authenticate_tenant(request, self.routes.config)
+        return await with_policy(self._post(request, tenant), self.routes.policy(tenant))
+
+    async def _post(self, request: web.Request, tenant: TenantConfig) -> web.Response:
         key = self.routes.request_key(request)
-        body = await read_json(request)
+        body = await read_json(request, self.routes.limits)
         if isinstance(body, dict):
             body.setdefault("tenant", tenant.tenant_id)
         round_request = parse_body(CompetitionRequest, body)

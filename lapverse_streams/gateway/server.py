@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from lapverse_streams.config_view import ConfigView
+from lapverse_streams.gateway.admin import AdminRoutes
 from lapverse_streams.gateway.bridge import Bridge
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.gateway.routes import Routes
@@ -28,7 +29,10 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", ConfigView)
 BRIDGE = web.AppKey("bridge", Bridge)
+# HTTP methods a metric label may take: a caller's made-up method must not add series
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+KEPT_HEADERS = ("Allow",)  # an aiohttp error's headers that its problem+json keeps (405)
 
 
 @web.middleware
@@ -55,13 +59,15 @@ async def problems_and_metrics(request: web.Request, handler: Handler) -> web.St
         ) from None
     except web.HTTPException as exc:
         status = exc.status
-        raise Problem(exc.status, "http-error", exc.reason) from None
+        kept = {name: exc.headers[name] for name in KEPT_HEADERS if name in exc.headers}
+        raise Problem(exc.status, "http-error", exc.reason, headers=kept) from None
     except Exception:
         log.exception("unhandled error", extra={"route": route})
         raise Problem(500, "internal", "unexpected error; it has been logged") from None
     finally:
         metrics = request.app[METRICS]
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        metrics.http_requests.labels(route, method, str(status)).inc()
         metrics.http_duration.labels(route).observe(time.perf_counter() - started)
 
 
@@ -70,10 +76,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[problems_and_metrics], client_max_size=settings.max_body_bytes
     )
+    app[METRICS] = Metrics()
     config = ConfigView(settings)
-    bridge = Bridge(settings)
-    app[SETTINGS], app[METRICS], app[CONFIG], app[BRIDGE] = settings, Metrics(), config, bridge
+    bridge = Bridge(settings, app[METRICS], tenants=config.tenants)
+    config.dead_letters = bridge.dead_letters  # one dead-letter path for both readers
+    app[SETTINGS], app[CONFIG], app[BRIDGE] = settings, config, bridge
     routes = Routes(settings, config, bridge)
+    admin = AdminRoutes(settings, config, bridge)
     rounds = SelfCompeteRoutes(routes, load_families())
 
     async def kafka_clients(_: web.Application) -> AsyncIterator[None]:
@@ -84,7 +93,7 @@ def create_app(settings: Settings) -> web.Application:
         await bridge.stop()
         await config.stop()
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(
             body=app[METRICS].exposition(), content_type="text/plain", charset="utf-8"
         )
@@ -103,18 +112,22 @@ def create_app(settings: Settings) -> web.Application:
         return web.Response(text=OPENAPI_PATH.read_text(), content_type="application/yaml")
 
     async def status(request: web.Request) -> web.Response:
-        return json_response(status_report(config, bridge, app[METRICS]))
+        return json_response(
+            admin.visible_status(request, status_report(config, bridge, app[METRICS]))
+        )
 
     app.cleanup_ctx.append(kafka_clients)
     app.router.add_post("/api/v2/tasks", routes.post_task)
     app.router.add_get("/api/v2/tasks/{task_id}", routes.get_task)
     app.router.add_post("/api/v2/self-compete", rounds.post)
     app.router.add_get("/api/v2/self-compete/{competition_id}", rounds.get)
-    app.router.add_put("/admin/v1/tenants/{tenant_id}", routes.put_tenant)
-    app.router.add_post("/admin/v1/tenants/{tenant_id}/api-keys", routes.post_api_key)
-    app.router.add_put("/admin/v1/flags/{flag_key}", routes.put_flag)
+    app.router.add_put("/admin/v1/tenants/{tenant_id}", admin.put_tenant)
+    app.router.add_post("/admin/v1/tenants/{tenant_id}/api-keys", admin.post_api_key)
+    app.router.add_get("/admin/v1/tenants/{tenant_id}/api-keys", admin.list_api_keys)
+    app.router.add_delete("/admin/v1/tenants/{tenant_id}/api-keys/{key_id}", admin.delete_api_key)
+    app.router.add_put("/admin/v1/flags/{flag_key}", admin.put_flag)
     app.router.add_get("/api/status", status)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.yaml", openapi)

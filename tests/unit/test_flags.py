@@ -107,6 +107,35 @@ def test_validate_accepts_string_number_and_object_variants(variants: dict[str, 
     assert validate_flag({"variants": variants, "defaultVariant": default})["variants"] == variants
 
 
+@pytest.mark.parametrize(
+    "distributions",
+    [
+        [["on", -10], ["off", 110]],
+        [["on", 12.5], ["off", 87.5]],
+        [["on", float("inf")], ["off", 1]],
+        [["on", float("nan")], ["off", 1]],
+        [["on", "10"], ["off", 90]],
+        [["on", True], ["off", 1]],
+        [["on", 0], ["off", 0]],
+        [["on", 2**31], ["off", 1]],
+        [{"var": "tenantId"}, ["on", 0], ["off", 0]],
+        [["on", 50], "off"],
+    ],
+)
+def test_validate_refuses_bad_fractional_weights(distributions: list[Any]) -> None:
+    with pytest.raises(FlagDefinitionError, match="fractional"):
+        validate_flag(bool_flag({"fractional": distributions}, "off"))
+    nested = bool_flag({"if": [True, {"fractional": distributions}, "off"]}, "off")
+    with pytest.raises(FlagDefinitionError, match="fractional"):
+        validate_flag(nested)
+
+
+def test_validate_accepts_integral_fractional_weights() -> None:
+    for flag in (rollout(10, 90), rollout(100, 0), rollout(50, 50, {"var": "tenantId"})):
+        assert validate_flag(flag)["targeting"] == flag["targeting"]
+    assert validate_flag(bool_flag({"fractional": [["on"], ["off", 3.0]]}, "off"))
+
+
 # --- static resolution and the boolean gate ---------------------------------------------
 
 

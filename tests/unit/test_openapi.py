@@ -16,15 +16,19 @@ from pydantic import BaseModel
 
 from lapverse_streams.events.models import (
     MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_MRR_MICROS,
+    TENANT_ID_PATTERN,
+    ApiKeyInfo,
     Complexity,
+    DecisionReason,
     FinOpsTags,
     Priority,
     Requirements,
     TaskRequest,
     TenantConfig,
 )
+from lapverse_streams.gateway.admin import TenantBody, key_view, tenant_view
 from lapverse_streams.gateway.problems import Problem
-from lapverse_streams.gateway.routes import TenantBody, tenant_view
 from lapverse_streams.gateway.server import create_app
 from lapverse_streams.settings import Settings
 
@@ -160,13 +164,92 @@ def test_real_payloads_match_the_components(doc: dict[str, Any]) -> None:
     )
     tenant = TenantConfig(tenant_id="acme", mrr_micros=1_000_000, tags=tags)
     problem = Problem(400, "invalid-body", "type: missing", fields=["type"])
+    info = ApiKeyInfo(key_id="0123456789ab", created_at_ms=1_700_000_000_000, last4="wxyz")
     payloads = {
         "TaskRequest": task.model_dump(mode="json", by_alias=True),
         "TenantBody": TenantBody(mrr=1000.0).model_dump(mode="json", by_alias=True),
         "FinOpsTags": tags.model_dump(mode="json", by_alias=True),
         "Tenant": tenant_view(tenant),
         "Problem": orjson.loads(problem.body or b""),
+        "ApiKeyInfo": key_view(info),
+        "ApiKeyList": {"tenantId": "acme", "apiKeys": [key_view(info), key_view("f" * 64)]},
     }
     for name, payload in payloads.items():
         errors = [e.message for e in component(doc, name).iter_errors(payload)]
         assert errors == [], f"{name}: {errors}"
+
+
+ERROR_CODES = {"400", "401", "403", "404", "405", "409", "413", "415", "422", "429", "503"}
+# what each kind of operation can answer besides its success codes
+EXPECTED_ERRORS = {
+    ("POST", "/api/v2/tasks"): {
+        "400",
+        "401",
+        "402",
+        "403",
+        "404",
+        "409",
+        "413",
+        "415",
+        "422",
+        "429",
+        "503",
+    },
+    ("POST", "/api/v2/self-compete"): {
+        "400",
+        "401",
+        "402",
+        "403",
+        "404",
+        "409",
+        "413",
+        "415",
+        "422",
+        "429",
+        "503",
+    },
+    ("GET", "/api/v2/tasks/{task_id}"): {"401", "403", "404"},
+    ("GET", "/api/v2/self-compete/{competition_id}"): {"401", "403", "404"},
+    ("PUT", "/admin/v1/tenants/{tenant_id}"): {"400", "401", "413", "415", "503"},
+    ("POST", "/admin/v1/tenants/{tenant_id}/api-keys"): {"401", "404", "503"},
+    ("GET", "/admin/v1/tenants/{tenant_id}/api-keys"): {"401", "404"},
+    ("DELETE", "/admin/v1/tenants/{tenant_id}/api-keys/{key_id}"): {"401", "404", "503"},
+    ("PUT", "/admin/v1/flags/{flag_key}"): {"400", "401", "413", "415", "503"},
+    ("GET", "/api/status"): {"401", "403"},
+}
+
+
+def test_every_error_the_gateway_answers_is_documented(doc: dict[str, Any]) -> None:
+    ops = operations(doc)
+    for operation, codes in EXPECTED_ERRORS.items():
+        assert codes <= set(ops[operation]["responses"]), (
+            operation,
+            codes - set(ops[operation]["responses"]),
+        )
+    for operation, item in ops.items():
+        for code in set(item["responses"]) & ERROR_CODES:
+            response = item["responses"][code]
+            if "$ref" in response:
+                response = resolve(doc, response["$ref"])
+            assert "application/problem+json" in response.get("content", {}), (operation, code)
+
+
+def test_rate_limits_are_documented_on_the_post_routes(doc: dict[str, Any]) -> None:
+    ops = operations(doc)
+    for path in ("/api/v2/tasks", "/api/v2/self-compete"):
+        limited = resolve(doc, ops[("POST", path)]["responses"]["429"]["$ref"])
+        assert {"Retry-After", "RateLimit-Policy", "RateLimit"} <= set(limited["headers"])
+        assert "RateLimit-Policy" in ops[("POST", path)]["responses"]["202"]["headers"]
+    body = doc["components"]["schemas"]["TenantBody"]["properties"]
+    assert {"rateLimitPerS", "burst"} <= set(body)
+    assert body["mrr"]["maximum"] * 1_000_000 == MAX_MRR_MICROS
+    reasons = doc["components"]["schemas"]["DecisionReason"]["enum"]
+    assert reasons == [r.value for r in DecisionReason]
+
+
+def test_tenant_id_pattern_is_the_models(doc: dict[str, Any]) -> None:
+    param = doc["components"]["parameters"]["TenantIdPath"]
+    assert param["schema"]["pattern"] == TENANT_ID_PATTERN
+    assert "`..`" in param["description"]
+    rotation = operations(doc)[("POST", "/admin/v1/tenants/{tenant_id}/api-keys")]["description"]
+    assert "DELETE the old key" in rotation
