@@ -16,7 +16,7 @@ from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
 from lapverse_streams.events.deadletter import DeadLetters
-from lapverse_streams.handlers.base import Services, TaskHandler, load_handlers
+from lapverse_streams.handlers.base import DrillLimits, Services, TaskHandler, load_handlers
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 from lapverse_streams.variants.base import VariantFamily, load_families
@@ -121,14 +121,16 @@ def create_worker(
         "kaggle": raw_topic(app, settings.topic(topics.KAGGLE)),
     }
     if handlers is None:
-        handlers = load_handlers(Services(external.news_ai))
+        handlers = load_handlers(
+            Services(external.news_ai, DrillLimits(settings.drill_max_sleep_ms)),
+            drills_enabled=settings.drills_enabled,
+        )
     governor.register(worker, inbound, sinks, families, frozenset(handlers))
     executor.register(
         worker,
         decisions,
         raw_topic(app, settings.topic(topics.TASK_RESULTS)),
         raw_topic(app, settings.topic(topics.TASK_PROGRESS)),
-        sinks["dlq"],
         handlers,
     )
     # Runs and results are keyed by competition id: the join lives on their partitions.
@@ -150,7 +152,6 @@ def create_worker(
         worker,
         sinks["kaggle"],
         sinks["flags"],
-        sinks["dlq"],
         kaggle if kaggle is not None else kaggle_agent.build_pipeline(settings),
         kaggle_breaker,
     )

@@ -1,17 +1,20 @@
-"""Executor agent: runs accepted tasks through their handler plug-ins, with retries."""
+"""Executor agent: runs accepted tasks through their handler plug-ins, fairly between tenants."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
 
+from agents.records import check_routing, consumed
 from lapverse_streams.clock import now_ms
-from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
-from lapverse_streams.domain.governor import dead_letter
+from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY
+from lapverse_streams.domain.fair_queue import FairQueue
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import (
     Headers,
@@ -23,72 +26,131 @@ from lapverse_streams.events.codec import (
     parse_data,
     trace_of,
 )
+from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import TaskDecision, TaskResult, TaskStarted
-from lapverse_streams.handlers.base import TaskHandler
+from lapverse_streams.handlers.base import Outcome, TaskHandler
 
 if TYPE_CHECKING:
     from agents.app import Worker
 
 log = logging.getLogger(__name__)
 SOURCE = "/lapverse/executor"
+AGENT = "executor"
+# Decisions that are not work for the executor: they share its topic and pass it by.
+NOT_WORK = frozenset({"task.rejected", "competition.accepted", "competition.rejected"})
+
+Send = Callable[[bytes, bytes, Headers], Awaitable[None]]  # (key, value, headers)
 
 
-def register(
-    worker: Worker,
-    decisions: faust.TopicT,
-    results: faust.TopicT,
-    progress: faust.TopicT,
-    dlq: faust.TopicT,
-    handlers: dict[str, TaskHandler],
-) -> None:
-    """Attach the executor agent to the app."""
-    settings = worker.settings
+@dataclass(frozen=True)
+class Job:
+    """An accepted task waiting for, or holding, an executor slot."""
 
-    async def execute(decision: TaskDecision) -> tuple[bytes, bytes]:
-        request = decision.request
-        handler = handlers.get(request.type)
-        started = time.monotonic()
-        attempts, error, outcome = 0, None, None
-        while attempts < settings.retry_attempts + 1 and handler is not None:
-            attempts += 1
-            try:
-                outcome = await handler.run(request)
-                break
-            except Exception as exc:  # a handler may fail in any way; each failure is retried
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "task attempt failed", extra={"taskId": decision.task_id, "attempt": attempts}
-                )
-                if attempts <= settings.retry_attempts:
-                    await asyncio.sleep(backoff_ms(attempts, settings.retry_base_ms) / 1000)
-        if handler is None:
-            error = f"no handler for task type {request.type!r}"
-        duration = int((time.monotonic() - started) * 1000)
-        completed = outcome is not None
-        cost = decision.cost_estimate_micros
-        if outcome is not None and outcome.cost_micros is not None:
-            cost = outcome.cost_micros
-        result = TaskResult(
-            task_id=decision.task_id,
-            status="completed" if completed else "failed",
-            type=request.type,
-            cost_center=request.cost_center,
-            duration_ms=duration,
-            attempts=attempts,
-            cost_micros=cost if completed else 0,
-            result=outcome.result if outcome else None,
-            error=None if completed else error,
-            tags=decision.tags,
-            finished_at_ms=now_ms(),
-        )
-        short = "task.completed" if completed else "task.failed"
-        event = envelope(
-            short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
-        )
-        return request.tenant.encode(), encode(event)
+    decision: TaskDecision
+    record: Consumed
 
-    async def run_and_report(decision: TaskDecision, trace: Headers, message: Any) -> None:
-        request = decision.request
+    @property
+    def tenant(self) -> str:
+        """Whose slot the task takes."""
+        return self.decision.request.tenant
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often a failing handler is retried, and the base of the exponential backoff."""
+
+    attempts: int
+    base_ms: int
+
+
+class Executor:
+    """Takes decision records one by one and runs each accepted task in the background.
+
+    A task takes one of `slots`, at most `per_tenant` per tenant; the rest wait per tenant and
+    start round-robin as slots free up (`FairQueue`). A task's offset may be committed before
+    it finishes, so one task's retries never hold up the partition. A task still waiting or
+    running when the executor stops (a clean stop or a crash) is not lost: the governor keeps
+    the reservation of every accepted task without a result and re-sends its decision once the
+    result is overdue (`redrive_after_ms`), and the next owner of the partition runs it then.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, TaskHandler],
+        retries: Retries,
+        slots: FairQueue[Job],
+        send_progress: Send,
+        send_result: Send,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.handlers = handlers
+        self.retries = retries
+        self.slots = slots
+        self.send_progress = send_progress
+        self.send_result = send_result
+        self.dead_letters = dead_letters
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def take(self, record: Consumed) -> None:
+        """Queue the record's task; dead-letter a record that is not a valid decision."""
+        try:
+            decision = self.accepted(record)
+        except Exception as exc:  # any failure of one record is that record's alone
+            await self.dead_letters.failed(AGENT, record, exc)
+            return
+        if decision is not None:
+            for job in self.slots.offer(decision.request.tenant, Job(decision, record)):
+                self._start(job)
+
+    def accepted(self, record: Consumed) -> TaskDecision | None:
+        """The task to run, None for a decision that is not work; raises for a bad record."""
+        if header(record.headers, REPLAYED) or header(record.headers, REPLY_ONLY):
+            return None  # a reply to a repeated request, not work (the task ran or will run)
+        event, short = decode(record.value)
+        if short in NOT_WORK:
+            return None
+        if short != "task.accepted":
+            raise PoisonMessage("unknown_type", f"{event.type} does not belong on the decisions")
+        decision = parse_data(event, TaskDecision)
+        if decision.status != "accepted":
+            raise PoisonMessage("wrong_schema", "a task.accepted decision must be accepted")
+        tenant = decision.request.tenant
+        check_routing(record, event, tenant, tenant, decision.tags)
+        return decision
+
+    async def stop(self) -> None:
+        """Cancel running tasks and forget waiting ones; the governor's redrive reruns both."""
+        self._stopping = True
+        waiting = self.slots.drain()
+        if waiting or self._running:
+            log.warning(
+                "executor stopped with tasks left to the redrive",
+                extra={"waiting": len(waiting), "running": len(self._running)},
+            )
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._run(job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self.run_and_report(job)
+        except Exception as exc:  # e.g. a result that cannot be sent: the redrive reruns it
+            await self.dead_letters.failed(AGENT, job.record, exc)
+        finally:
+            if not self._stopping:
+                for following in self.slots.finished(job.tenant):
+                    self._start(following)
+
+    async def run_and_report(self, job: Job) -> None:
+        """Announce the task, run it, send its result; dead-letter it when retries ran out."""
+        decision, request = job.decision, job.decision.request
+        trace = trace_of(job.record.headers)
         started = TaskStarted(
             task_id=decision.task_id,
             type=request.type,
@@ -99,56 +161,102 @@ def register(
         note = envelope(
             "task.started", f"{decision.task_id}:started", request.tenant, started, now_ms(), SOURCE
         )
-        await progress.send(
-            key=request.tenant.encode(),
-            value=encode(note),
-            headers=trace,
-            force=True,
+        await self.send_progress(request.tenant.encode(), encode(note), trace)
+        result = await self.execute(decision)
+        short = f"task.{result.status}"
+        event = envelope(
+            short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
         )
-        key, value = await execute(decision)
-        await results.send(key=key, value=value, headers=trace, force=True)
-        event, short = decode(value)
-        if short == "task.failed":  # retries exhausted: the decision goes to the DLQ too
-            cause = str(event.data.get("error") or "failed")
-            inbound = Inbound(
-                "executor",
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                list(message.headers or ()),
-            )
-            letter = dead_letter(inbound, "handler_failed", cause)
-            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers, force=True)
-            worker.metrics.dlq.labels("executor", "handler_failed").inc()
+        await self.send_result(request.tenant.encode(), encode(event), trace)
+        if result.status == "failed":  # retries exhausted: the decision goes to the DLQ too
+            cause = result.error or "failed"
+            await self.dead_letters.put(AGENT, job.record, "handler_failed", cause)
 
-    @worker.app.agent(decisions, name="executor")
+    async def execute(self, decision: TaskDecision) -> TaskResult:
+        """Run the handler with retries; the result says completed or why it failed."""
+        request = decision.request
+        handler = self.handlers.get(request.type)
+        started = time.monotonic()
+        attempts, error = 0, f"no handler for task type {request.type!r}"
+        while handler is not None and attempts < self.retries.attempts + 1:
+            attempts += 1
+            try:
+                outcome = await handler.run(request)
+                # an outcome that cannot be a result fails the attempt like any handler error
+                return _checked(_result(decision, started, attempts, outcome, None))
+            except Exception as exc:  # a handler may fail in any way; each failure is retried
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "task attempt failed", extra={"taskId": decision.task_id, "attempt": attempts}
+                )
+                if attempts <= self.retries.attempts:
+                    await asyncio.sleep(backoff_ms(attempts, self.retries.base_ms) / 1000)
+        return _result(decision, started, attempts, None, error)
+
+
+def _result(
+    decision: TaskDecision,
+    started: float,
+    attempts: int,
+    outcome: Outcome | None,
+    error: str | None,
+) -> TaskResult:
+    """The task's result: completed with the handler's outcome, or failed with the error."""
+    cost = decision.cost_estimate_micros
+    if outcome is not None and outcome.cost_micros is not None:
+        cost = outcome.cost_micros
+    return TaskResult(
+        task_id=decision.task_id,
+        status="completed" if outcome is not None else "failed",
+        type=decision.request.type,
+        cost_center=decision.request.cost_center,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        attempts=attempts,
+        cost_micros=cost if outcome is not None else 0,
+        result=outcome.result if outcome is not None else None,
+        error=error,
+        tags=decision.tags,
+        finished_at_ms=now_ms(),
+    )
+
+
+def _checked(result: TaskResult) -> TaskResult:
+    """The result, once it is known to serialize (a handler may return anything)."""
+    result.model_dump(mode="json")
+    return result
+
+
+def register(
+    worker: Worker,
+    decisions: faust.TopicT,
+    results: faust.TopicT,
+    progress: faust.TopicT,
+    handlers: dict[str, TaskHandler],
+) -> None:
+    """Attach the executor agent to the app (dead letters go through `worker.dead_letters`)."""
+    settings = worker.settings
+
+    async def send_progress(key: bytes, value: bytes, headers: Headers) -> None:
+        await progress.send(key=key, value=value, headers=headers, force=True)
+
+    async def send_result(key: bytes, value: bytes, headers: Headers) -> None:
+        await results.send(key=key, value=value, headers=headers, force=True)
+
+    @worker.app.agent(decisions, name=AGENT)
     async def executor_agent(stream: Any) -> None:
-        # Tasks run in the background so one task's retries never hold up the partition. A
-        # task in flight when the worker dies is not lost: its offset may be committed, but
-        # the governor re-sends the decision of any accepted task whose result is overdue.
-        running: set[asyncio.Task[None]] = set()
+        executor = Executor(
+            handlers,
+            Retries(settings.retry_attempts, settings.retry_base_ms),
+            FairQueue(settings.executor_concurrency, settings.executor_tenant_concurrency),
+            send_progress,
+            send_result,
+            worker.dead_letters,
+        )
         try:
             async for events in stream.take_events(
                 settings.batch_max, settings.batch_within_ms / 1000
             ):
                 for e in events:
-                    hdrs = list(e.message.headers or ())
-                    if header(hdrs, REPLAYED) or header(hdrs, REPLY_ONLY):
-                        continue
-                    try:
-                        event, short = decode(e.message.value)
-                        if short != "task.accepted":
-                            continue
-                        decision = parse_data(event, TaskDecision)
-                    except PoisonMessage as exc:
-                        log.error("undecodable decision skipped", extra={"reason": exc.reason})
-                        continue
-                    while len(running) >= settings.executor_concurrency:
-                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    task = asyncio.create_task(run_and_report(decision, trace_of(hdrs), e.message))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                    await executor.take(consumed(e.message))
         finally:
-            for task in running:
-                task.cancel()
+            await executor.stop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from agents.records import check_routing, consumed
 from lapverse_streams.clients.breaker import CircuitBreaker, RequestRefused, ServiceFailure
 from lapverse_streams.clients.kaggle import (
     KaggleApiKey,
@@ -25,8 +26,7 @@ from lapverse_streams.clients.kaggle import (
     StageOutcome,
 )
 from lapverse_streams.clock import now_ms
-from lapverse_streams.domain.batch import Inbound, Outbound
-from lapverse_streams.domain.governor import dead_letter
+from lapverse_streams.domain.batch import Outbound
 from lapverse_streams.domain.kaggle_stages import (
     burn_gate,
     requested_stage,
@@ -35,6 +35,7 @@ from lapverse_streams.domain.kaggle_stages import (
 )
 from lapverse_streams.domain.retry import backoff_ms
 from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
+from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import KaggleStage
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.observability.services import ServiceMetrics
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
     from agents.app import Worker
 
 log = logging.getLogger(__name__)
-SERVICE = "kaggle"
+SERVICE = "kaggle"  # the service's name, and the agent's
+Send = Callable[[Outbound], Awaitable[None]]
 
 
 def build_pipeline(settings: Settings) -> KaggleApiPipeline:
@@ -155,22 +157,53 @@ class StageRunner:
         return outcome, (errors[-1] if errors else None)
 
 
-def register(
-    worker: Worker,
-    requests: faust.TopicT,
-    flags: faust.TopicT,
-    dlq: faust.TopicT,
-    pipeline: KagglePipeline,
-    breaker: CircuitBreaker,
-) -> None:
-    """Attach the Kaggle agent; it reads stage requests from and writes outcomes to `requests`."""
-    settings = worker.settings
-    runner = StageRunner.from_settings(settings, pipeline, breaker)
-    sinks = {"kaggle": requests, "flags": flags, "dlq": dlq}
+def parse_stage(record: Consumed) -> tuple[Stage, KaggleStage] | None:
+    """The stage a record requests; None for outcomes (ours, passing by); raises if bad."""
+    event, short = decode(record.value)
+    stage = requested_stage(short)
+    if stage is None:
+        if short.startswith("kaggle."):
+            return None
+        raise PoisonMessage("unknown_type", f"{event.type} is not a stage")
+    data = parse_data(event, KaggleStage)
+    check_routing(record, event, data.competition_id, data.tenant, data.tags)
+    return stage, data
 
-    async def run(stage: Stage, data: KaggleStage) -> list[Outbound]:
-        outcome, attempts = await runner.run(stage, data)
-        worker.metrics.kaggle_stages.labels(stage, outcome.status).inc()
+
+class KaggleAgent:
+    """Runs each requested stage and sends what it yields; a record that fails is dead-lettered."""
+
+    def __init__(
+        self, runner: StageRunner, send: Send, dead_letters: DeadLetters, metrics: Metrics
+    ) -> None:
+        self.runner = runner
+        self.send = send
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+
+    async def process(self, records: list[Consumed]) -> None:
+        """Run the batch's stages concurrently: one slow stage must not hold up the others."""
+        await asyncio.gather(*(self.take(record) for record in records))
+
+    async def take(self, record: Consumed) -> None:
+        """Run one record's stage and send its outputs in order, or dead-letter the record."""
+        try:
+            request = parse_stage(record)
+            if request is None:
+                return
+            outcome, outputs = await self.run(*request)
+            for out in outputs:
+                await self.send(out)
+            if outcome.status == "failed":  # retries ran out: the request goes to the DLQ too
+                cause = outcome.reason or "failed"
+                await self.dead_letters.put(SERVICE, record, "stage_failed", cause)
+        except Exception as exc:  # one record's failure is that record's alone
+            await self.dead_letters.failed(SERVICE, record, exc)
+
+    async def run(self, stage: Stage, data: KaggleStage) -> tuple[StageOutcome, list[Outbound]]:
+        """The stage's outcome, and what it yields."""
+        outcome, attempts = await self.runner.run(stage, data)
+        self.metrics.kaggle_stages.labels(stage, outcome.status).inc()
         log.log(
             logging.WARNING if outcome.status == "failed" else logging.INFO,
             "kaggle stage %s %s",
@@ -178,35 +211,34 @@ def register(
             outcome.status,
             extra={"competitionId": data.competition_id, "reason": outcome.reason},
         )
-        return stage_outputs(stage, data, outcome, attempts, now_ms())
+        return outcome, stage_outputs(stage, data, outcome, attempts, now_ms())
 
-    def poison(message: Any, exc: PoisonMessage) -> Outbound:
-        log.error("undecodable kaggle record dead-lettered", extra={"reason": exc.reason})
-        worker.metrics.dlq.labels(SERVICE, exc.reason).inc()
-        headers = list(message.headers or ())
-        inbound = Inbound(
-            SERVICE, message.partition, message.offset, message.key, message.value, headers
-        )
-        return dead_letter(inbound, exc.reason, exc.detail)
 
-    @worker.app.agent(requests, name="kaggle")
+def register(
+    worker: Worker,
+    requests: faust.TopicT,
+    flags: faust.TopicT,
+    pipeline: KagglePipeline,
+    breaker: CircuitBreaker,
+) -> None:
+    """Attach the Kaggle agent; it reads stage requests from and writes outcomes to `requests`.
+
+    Records it cannot handle go through `worker.dead_letters`.
+    """
+    settings = worker.settings
+    sinks = {"kaggle": requests, "flags": flags}
+
+    async def send(out: Outbound) -> None:
+        await sinks[out.sink].send(key=out.key, value=out.value, headers=out.headers, force=True)
+
+    agent = KaggleAgent(
+        StageRunner.from_settings(settings, pipeline, breaker),
+        send,
+        worker.dead_letters,
+        worker.metrics,
+    )
+
+    @worker.app.agent(requests, name=SERVICE)
     async def kaggle_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
-            work: list[Awaitable[list[Outbound]]] = []
-            dead: list[Outbound] = []
-            for e in events:
-                try:
-                    event, short = decode(e.message.value)
-                    stage = requested_stage(short)
-                    if stage is None:
-                        if not short.startswith("kaggle."):  # outcomes are ours: pass them by
-                            raise PoisonMessage("unknown_type", f"{event.type} is not a stage")
-                        continue
-                    work.append(run(stage, parse_data(event, KaggleStage)))
-                except PoisonMessage as exc:
-                    dead.append(poison(e.message, exc))
-            # concurrently: one slow stage must not hold up the others of the batch
-            for out in [*dead, *(o for outs in await asyncio.gather(*work) for o in outs)]:
-                await sinks[out.sink].send(
-                    key=out.key, value=out.value, headers=out.headers, force=True
-                )
+            await agent.process([consumed(e.message) for e in events])

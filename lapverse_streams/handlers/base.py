@@ -10,6 +10,8 @@ from lapverse_streams.clients.news_ai import NewsAI
 from lapverse_streams.events.models import TaskRequest
 
 ENTRY_POINT_GROUP = "lapverse.task_handlers"
+# Failure drills: loaded only when the operator turns drills on (LAPVERSE_DRILLS_ENABLED).
+DRILLS: frozenset[str] = frozenset({"CHAOS"})
 
 
 @dataclass(frozen=True)
@@ -21,10 +23,18 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class DrillLimits:
+    """Bounds on what a drill may ask for, so a drill cannot hold a slot for long."""
+
+    max_sleep_ms: int = 5_000
+
+
+@dataclass(frozen=True)
 class Services:
-    """The external services a handler may call; each answers with a labelled fallback."""
+    """What a handler is built with: the external services (each with a labelled fallback)."""
 
     news_ai: NewsAI
+    drill_limits: DrillLimits = DrillLimits()
 
 
 class TaskHandler(Protocol):
@@ -35,9 +45,13 @@ class TaskHandler(Protocol):
         ...
 
 
-def load_handlers(services: Services) -> dict[str, TaskHandler]:
-    """Instantiate every registered handler with the services, keyed by task type."""
+def load_handlers(
+    services: Services, *, drills_enabled: bool = False, drills: frozenset[str] = DRILLS
+) -> dict[str, TaskHandler]:
+    """Instantiate every registered handler, keyed by task type; drills only when enabled."""
     handlers: dict[str, TaskHandler] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in drills and not drills_enabled:
+            continue
         handlers[entry.name] = entry.load()(services)
     return handlers

@@ -299,7 +299,7 @@ async def test_an_undecodable_request_is_dead_lettered(offline: Stack) -> None:
     record = next(r for r in dead if r.key == key)
     assert record.value == b"{not json"
     headers = dict(record.headers)
-    assert (headers["lapverse-dlq-source"], headers["lapverse-dlq-reason"]) == (
+    assert (headers["lapverse-dlq-agent"], headers["lapverse-dlq-reason"]) == (
         b"kaggle",
         b"not_json",
     )
