@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lapverse_streams.broker.embedded import free_port
+from tests.e2e.launch import start_run
 
 pytestmark = pytest.mark.e2e
 
@@ -40,23 +38,7 @@ def alive(pid: int) -> bool:
 
 
 def test_children_exit_when_lapverse_run_is_killed(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "LAPVERSE_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
-        "LAPVERSE_GATEWAY_PORT": str(free_port()),
-        "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
-        "LAPVERSE_DATA_DIR": str(tmp_path / "data"),
-        "LAPVERSE_NEWS_AI_URL": f"http://127.0.0.1:{free_port()}",
-        "LAPVERSE_SHARE_API_URL": f"http://127.0.0.1:{free_port()}",
-    }
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "lapverse_streams.cli", "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = start_run(tmp_path / "data")
     children: dict[int, str] = {}
     try:
         assert launcher.stdout is not None

@@ -8,14 +8,13 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lapverse_streams.broker.embedded import free_port
+from tests.e2e.launch import start_run
 
 pytestmark = pytest.mark.e2e
 
@@ -23,23 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def welcome(tmp_path: Path) -> Iterator[str]:
     """Start `lapverse run` on free ports and return what it printed once ready."""
-    env = {
-        **os.environ,
-        "LAPVERSE_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
-        "LAPVERSE_GATEWAY_PORT": str(free_port()),
-        "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
-        "LAPVERSE_DATA_DIR": str(tmp_path / "data"),
-        "LAPVERSE_NEWS_AI_URL": f"http://127.0.0.1:{free_port()}",
-        "LAPVERSE_SHARE_API_URL": f"http://127.0.0.1:{free_port()}",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lapverse_streams.cli", "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_run(tmp_path / "data")
     printed: list[str] = []
     try:
         assert proc.stdout is not None
