@@ -307,7 +307,7 @@ async def test_metrics_on_gateway_and_worker(session: aiohttp.ClientSession, sta
     assert completed in text
     assert 'lapverse_admission_decisions_total{reason="accepted"}' in text
     assert "lapverse_task_duration_ms_bucket" in text
-    async with session.get(f"{stack.base_url}/api/status") as r:
+    async with session.get(f"{stack.base_url}/api/status", headers=ADMIN) as r:
         report = await r.json()
         assert report["broker"]["connected"] is True
         assert report["tenants"]["metered"]["completed"] == 1
