@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test test-unit test-fast lint bench clean
+.PHONY: install tools kafka run test test-unit test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 tools:
 	bash scripts/ensure-tools.sh
+
+kafka:
+	bash scripts/fetch-kafka.sh
 
 run: install
 	$(BIN)/lapverse run
