@@ -22,11 +22,13 @@ kafka:
 run: install
 	$(BIN)/lapverse run
 
-test: install tools
-	$(BIN)/pytest -q tests
+# Everything on Apache Kafka, then the integration tier again on Tansu (the `make run` default).
+test: install tools kafka
+	LAPVERSE_EMBEDDED_BROKER=kafka $(BIN)/pytest -q tests
+	LAPVERSE_EMBEDDED_BROKER=tansu $(BIN)/pytest -q -m 'kafka and not slow' tests/integration
 
-test-fast: install tools
-	$(BIN)/pytest -q -m 'not slow' tests
+test-fast: install tools kafka
+	LAPVERSE_EMBEDDED_BROKER=kafka $(BIN)/pytest -q -m 'not slow' tests
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -68,12 +68,14 @@ def create_worker(
         web_port=settings.worker_web_port,
         web_in_thread=False,
         producer_acks=-1,
+        processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         # Tansu holds a join for the rebalance timeout; keep it short so restarts rejoin fast.
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=1.0,
+        consumer_group_instance_id=settings.worker_instance_id or None,
         table_standby_replicas=settings.standby_replicas,
         stream_wait_empty=False,
     )

@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="embedded broker + worker + gateway, with a demo tenant")
     sub.add_parser("worker", help="a Faust worker (governor and executor agents)")
     sub.add_parser("gateway", help="the HTTP gateway")
-    sub.add_parser("broker", help="the embedded Tansu broker on LAPVERSE_BROKER_URL's port")
+    sub.add_parser(
+        "broker",
+        help="the embedded broker (LAPVERSE_EMBEDDED_BROKER) on LAPVERSE_BROKER_URL's port",
+    )
     sub.add_parser("status", help="health of a running gateway")
+    sub.add_parser("topics", help="create the topics with their partitions, policies, retention")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if settings.parent_pid:
@@ -35,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "broker":
         return run_broker(settings)
+    if args.command == "topics":
+        from lapverse_streams.broker.topics import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        print(f"topics ready on {settings.broker_url}", flush=True)
+        return 0
     if args.command == "status":
         from lapverse_streams.status import print_status
 
@@ -87,11 +97,11 @@ def watch_parent(parent_pid: int, grace_s: float = 8.0, poll_s: float = 0.5) -> 
 
 def run_broker(settings: Settings) -> int:
     """Run the embedded broker in the foreground until interrupted."""
-    from lapverse_streams.broker.embedded import EmbeddedBroker
+    from lapverse_streams.broker.engines import embedded_broker
     from lapverse_streams.broker.topics import ensure_topics
 
     host, port = settings.broker_host_port
-    broker = EmbeddedBroker(port, host)
+    broker = embedded_broker(settings.embedded_broker, port, host)
     broker.start()
     asyncio.run(ensure_topics(settings))
     print(f"broker listening on {broker.url} (pid {broker.pid}); Ctrl-C stops it", flush=True)

@@ -14,12 +14,8 @@ from urllib.parse import urlparse
 import aiohttp
 import orjson
 
-from lapverse_streams.broker.embedded import (
-    EmbeddedBroker,
-    die_with_parent,
-    port_is_open,
-    stop_process,
-)
+from lapverse_streams.broker.embedded import die_with_parent, port_is_open, stop_process
+from lapverse_streams.broker.engines import Broker, embedded_broker
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
 from lapverse_streams.standins.process import spawn_standin
@@ -42,11 +38,13 @@ def run_all(settings: Settings) -> int:
     logs = Path(settings.data_dir)
     logs.mkdir(parents=True, exist_ok=True)
     host, port = settings.broker_host_port
-    broker: EmbeddedBroker | None = None
+    broker: Broker | None = None
     if host in ("127.0.0.1", "localhost") and not port_is_open(host, port):
-        broker = EmbeddedBroker(port, host, log_path=logs / "broker.log")
+        engine = settings.embedded_broker
+        broker = embedded_broker(engine, port, host, log_path=logs / "broker.log")
         broker.start()
-        print(f"embedded Tansu broker on {broker.url} (pid {broker.pid})", flush=True)
+        name = "Apache Kafka" if engine == "kafka" else "Tansu"
+        print(f"embedded {name} broker on {broker.url} (pid {broker.pid})", flush=True)
     admin_token = settings.admin_token or secrets.token_urlsafe(24)
     env = {
         **os.environ,

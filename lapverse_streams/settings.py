@@ -22,6 +22,8 @@ class Settings:
     """Runtime configuration; every field maps to LAPVERSE_<FIELD_NAME_UPPER>."""
 
     broker_url: str = "kafka://127.0.0.1:9092"
+    embedded_broker: str = "tansu"  # or "kafka": what `make run` and the tests start
+    processing_guarantee: str = "at_least_once"  # or "exactly_once" (Apache Kafka only)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_web_host: str = "127.0.0.1"
@@ -29,6 +31,8 @@ class Settings:
     parent_pid: int = 0  # set by `lapverse run`: its children exit when it dies
     admin_token: str = field(default="", repr=False)
     topic_partitions: int = 4
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000  # requests, decisions, results, ...
+    dlq_retention_ms: int = 30 * 24 * 3600 * 1000
     environment: str = "dev"
     topic_prefix: str = ""
     app_id: str = "lapverse-streams"
@@ -77,6 +81,9 @@ class Settings:
     kaggle_failure_threshold: int = 5
     kaggle_reset_timeout_ms: int = 30_000
     rebalance_timeout_s: float = 6.0
+    # Static group membership: a worker restarted under the same id takes its partitions back
+    # at once instead of waiting out a rebalance. Unique per worker; empty for dynamic.
+    worker_instance_id: str = ""
     standby_replicas: int = 0
     otlp_endpoint: str = ""
     log_level: str = "INFO"
@@ -106,6 +113,10 @@ class Settings:
         """Reject settings that cannot work, naming the variable."""
         if not self.broker_url.startswith("kafka://"):
             raise ValueError("LAPVERSE_BROKER_URL must look like kafka://host:port")
+        if self.embedded_broker not in ("tansu", "kafka"):
+            raise ValueError("LAPVERSE_EMBEDDED_BROKER must be tansu or kafka")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ValueError("LAPVERSE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.topic_partitions < 1:
             raise ValueError("LAPVERSE_TOPIC_PARTITIONS must be at least 1")
         if not 0 < self.default_slo_target < 1:

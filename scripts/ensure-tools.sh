@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Make sure the operator tools the tests need are on PATH (today: promtool).
-# Idempotent: does nothing when promtool is already installed.
+# Make sure the operator tools the tests need are on PATH: promtool (Debian's prometheus) and
+# docker-compose (Debian's, to check the compose file without an engine).
+# Idempotent: does nothing when both are installed.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1; then
-  echo "promtool: $(command -v promtool)"
+if command -v promtool >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1; then
+  echo "promtool: $(command -v promtool); docker-compose: $(command -v docker-compose)"
   exit 0
 fi
 
@@ -31,7 +32,7 @@ trap remove_policy EXIT
 
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
 
 # Belt and braces: if a service manager started the daemon anyway, stop and disable it.
 if [ -d /run/systemd/system ]; then
@@ -42,8 +43,10 @@ elif [ -x /etc/init.d/prometheus ]; then
   fi
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "promtool still missing after installing the prometheus package" >&2
-  exit 1
-fi
+for tool in promtool docker-compose; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "$tool still missing after installing the prometheus and docker-compose packages" >&2
+    exit 1
+  fi
+done
 echo "promtool: $(command -v promtool) ($(promtool --version 2>&1 | head -n1))"

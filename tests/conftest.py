@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lapverse_streams.broker.embedded import EmbeddedBroker, free_port, stop_process
+from lapverse_streams.broker.embedded import free_port, stop_process
+from lapverse_streams.broker.engines import Broker, embedded_broker
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
 from lapverse_streams.standins.process import spawn_standin
@@ -24,11 +25,14 @@ from lapverse_streams.standins.process import spawn_standin
 ADMIN_TOKEN = "test-admin-token"
 
 
+ENGINE = Settings.from_env().embedded_broker  # LAPVERSE_EMBEDDED_BROKER: tansu or kafka
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One embedded Tansu broker for the whole session."""
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(free_port(), log_path=log) as running:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One embedded broker for the whole session, of the engine LAPVERSE_EMBEDDED_BROKER names."""
+    log = tmp_path_factory.mktemp("broker") / f"{ENGINE}.log"
+    with embedded_broker(ENGINE, free_port(), log_path=log) as running:
         yield running
 
 
@@ -55,22 +59,27 @@ class Stack:
     env: dict[str, str]
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # each process's HTTP port
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.gateway_port}"
 
-    def start(self, role: str) -> subprocess.Popen[bytes]:
-        """Start `lapverse <role>` as its own process."""
-        out = (self.logs / f"{role}.log").open("ab")
+    def start(self, role: str, name: str = "", **overrides: str) -> subprocess.Popen[bytes]:
+        """Start `lapverse <role>` as its own process, known as `name` (default: the role)."""
+        name = name or role
+        env = {**self.env, **overrides}
+        out = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "lapverse_streams.cli", role],
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=out,
         )
         out.close()
-        self.processes[role] = process
+        self.processes[name] = process
+        port = env["LAPVERSE_GATEWAY_PORT" if role == "gateway" else "LAPVERSE_WORKER_WEB_PORT"]
+        self.ports[name] = int(port)
         return process
 
     def up(self) -> Stack:
@@ -81,9 +90,9 @@ class Stack:
         self.wait_ready("worker")
         return self
 
-    def kill(self, role: str) -> None:
+    def kill(self, name: str) -> None:
         """SIGKILL a process, as a crash would."""
-        process = self.processes.pop(role)
+        process = self.processes.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
@@ -99,9 +108,9 @@ class Stack:
                 process.wait(5)
         self.processes.clear()
 
-    def wait_ready(self, role: str, timeout_s: float = 90) -> None:
-        """Poll the gateway's or the worker's /readyz until it answers 200."""
-        port = self.settings.gateway_port if role == "gateway" else self.settings.worker_web_port
+    def wait_ready(self, name: str, timeout_s: float = 90) -> None:
+        """Poll a process's /readyz (the gateway's or a worker's) until it answers 200."""
+        port = self.ports[name]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -113,12 +122,12 @@ class Stack:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{role} not ready; logs in {self.logs}")
+        raise TimeoutError(f"{name} not ready; logs in {self.logs}")
 
 
 @pytest.fixture(scope="module")
 def stack_factory(
-    broker: EmbeddedBroker,
+    broker: Broker,
     standins: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Stack]]:

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-async def assign_all(consumer: AIOKafkaConsumer, names: list[str]) -> list[TopicPartition]:
-    """Assign all partitions of `names` (metadata refreshed first) and return them."""
-    await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
-    partitions = [
-        TopicPartition(name, p)
-        for name in names
-        for p in sorted(consumer.partitions_for_topic(name) or {0})
-    ]
+async def assign_all(
+    consumer: AIOKafkaConsumer, names: list[str], timeout_s: float = 10.0
+) -> list[TopicPartition]:
+    """Assign all partitions of `names` and return them.
+
+    The partitions come from a fresh metadata response: `consumer.topics()` fetches one but
+    does not store it, so the consumer's own metadata may not know a topic yet (Tansu sends
+    every topic anyway; Apache Kafka does not), and a topic just created may have none yet.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()
+        found = {name: cluster.partitions_for_topic(name) for name in names}
+        if all(found.values()) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    partitions = [TopicPartition(name, p) for name in names for p in sorted(found[name] or {0})]
     consumer.assign(partitions)
     return partitions
 

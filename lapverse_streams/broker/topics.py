@@ -12,6 +12,14 @@ from lapverse_streams.events import topics
 from lapverse_streams.settings import Settings
 
 
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Cleanup policy and retention of a topic of the contract (short name)."""
+    if name in topics.COMPACTED:
+        return {"cleanup.policy": "compact"}
+    retention_ms = settings.dlq_retention_ms if name == topics.DLQ else settings.topic_retention_ms
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create every public topic that does not exist yet (idempotent)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
@@ -31,7 +39,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             full = settings.topic(name)
             if full in existing:
                 continue
-            configs = {"cleanup.policy": "compact"} if name in topics.COMPACTED else {}
+            configs = topic_configs(settings, name)
             wanted.append(NewTopic(full, settings.topic_partitions, 1, topic_configs=configs))
         for new_topic in wanted:
             with contextlib.suppress(TopicAlreadyExistsError):

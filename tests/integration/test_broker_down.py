@@ -13,16 +13,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.embedded import free_port
+from lapverse_streams.broker.engines import Broker, embedded_broker
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, ENGINE
 
 pytestmark = pytest.mark.kafka
 
 
 def test_broker_down_answers_503_and_never_202(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
+    broker = embedded_broker(ENGINE, free_port(), log_path=tmp_path / f"{ENGINE}.log")
     broker.start()
     port = free_port()
     env = {**os.environ, "LAPVERSE_BROKER_URL": broker.url, "LAPVERSE_GATEWAY_PORT": str(port),
@@ -51,7 +52,7 @@ def test_broker_down_answers_503_and_never_202(tmp_path: Path) -> None:
         broker.stop()
 
 
-async def post_after_broker_dies(base: str, broker: EmbeddedBroker) -> None:
+async def post_after_broker_dies(base: str, broker: Broker) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with aiohttp.ClientSession() as session:
         async with session.put(

@@ -34,8 +34,10 @@ def test_sigkill_mid_stream_then_restart_charges_each_task_once(
 async def crash_and_recover(stack: Stack) -> None:
     """Produce requests, SIGKILL the worker mid-stream, restart it, check the ledger."""
     settings = stack.settings
-    async with aiohttp.ClientSession() as session:
-        await create_tenant(session, stack, "crashy", mrr=1_000_000.0)
+    async with aiohttp.ClientSession() as session:  # 600 at once: over the default burst
+        await create_tenant(
+            session, stack, "crashy", mrr=1_000_000.0, rateLimitPerS=10_000, burst=10_000
+        )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     await producer.start()
     try:

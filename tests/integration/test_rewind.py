@@ -10,16 +10,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.rewind import seek_back
-from lapverse_streams.broker.embedded import EmbeddedBroker
+from lapverse_streams.broker.engines import Broker
 
 pytestmark = pytest.mark.kafka
 RECORDS = 50
 
 
 def test_seek_back_rewinds_uncommitted_partitions_and_keeps_commits(
-    broker: EmbeddedBroker,
+    broker: Broker,
 ) -> None:
-    asyncio.run(read_past_then_seek_back(f"{broker.host}:{broker.port}"))
+    asyncio.run(read_past_then_seek_back(broker.url.removeprefix("kafka://")))
 
 
 async def read_past_then_seek_back(servers: str) -> None:

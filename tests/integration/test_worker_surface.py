@@ -24,10 +24,11 @@ from mode.utils.imports import symbol_by_name
 
 from agents.app import create_worker
 from agents.web import PATHS
-from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.embedded import free_port
+from lapverse_streams.broker.engines import embedded_broker
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.settings import Settings
-from tests.conftest import Stack
+from tests.conftest import ENGINE, Stack
 from tests.integration.helpers import create_tenant, post_task, task_body, wait_task
 
 WORKER_HOST = "127.0.0.2"  # not the default, to prove the setting reaches the socket
@@ -216,7 +217,7 @@ def test_worker_logs_are_json_lines_with_secrets_redacted(surface: Stack) -> Non
 
 @pytest.mark.kafka
 def test_readyz_is_503_within_seconds_of_losing_the_broker(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "tansu.log")
+    broker = embedded_broker(ENGINE, free_port(), log_path=tmp_path / f"{ENGINE}.log")
     broker.start()
     env: dict[str, Any] = {
         **os.environ,

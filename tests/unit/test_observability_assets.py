@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lapverse_streams.broker.kafka import pinned_kafka_version
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "grafana" / "alerts" / "lapverse-rules.yml"
 RULE_TESTS = ROOT / "grafana" / "alerts" / "lapverse-rules.test.yml"
@@ -278,7 +280,7 @@ def test_compose_file_defines_the_stack() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
     assert {"kafka", "worker", "gateway", "prometheus", "grafana"} <= set(services)
-    assert services["kafka"]["image"] == "apache/kafka:3.9.0"
+    assert services["kafka"]["image"] == f"apache/kafka:{pinned_kafka_version()}"
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     # `--scale worker=N` needs copies that do not collide on a name or a host port.
     assert "container_name" not in services["worker"]
