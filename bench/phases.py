@@ -176,7 +176,9 @@ async def recovery_phase(
     async with observing(observer):
         await trickle.start()
         try:
-            first = await spawn_worker(settings, "worker-c1", work_dir)
+            # One static member id for both: the restarted worker takes the partitions back
+            # at once instead of waiting for the dead one's session to time out.
+            first = await spawn_worker(settings, "worker-c1", work_dir, instance_id="worker-c")
             async with running(first):
                 started_ms = first.started_ms
                 warm = observer.watch(lambda a: a.created_ms >= started_ms)
@@ -187,7 +189,7 @@ async def recovery_phase(
                 await asyncio.sleep(run_before_kill_s)
                 await kill(first)
             sent_at_kill = trickle.sent
-            second = await spawn_worker(settings, "worker-c2", work_dir)
+            second = await spawn_worker(settings, "worker-c2", work_dir, instance_id="worker-c")
             async with running(second):
                 restart_ms = second.started_ms
 

@@ -68,7 +68,9 @@ async def spawn(name: str, argv: list[str], env: dict[str, str], work_dir: Path)
     return Child(name, process, time.monotonic(), time.time_ns() // 1_000_000, log_path)
 
 
-async def spawn_worker(settings: Settings, name: str, work_dir: Path) -> Child:
+async def spawn_worker(
+    settings: Settings, name: str, work_dir: Path, instance_id: str = ""
+) -> Child:
     """A `lapverse worker` on settings' broker and prefix, with a free web port."""
     env = {
         **os.environ,
@@ -76,6 +78,7 @@ async def spawn_worker(settings: Settings, name: str, work_dir: Path) -> Child:
         "LAPVERSE_TOPIC_PREFIX": settings.topic_prefix,
         "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
         "LAPVERSE_LOG_LEVEL": "WARNING",
+        "LAPVERSE_WORKER_INSTANCE_ID": instance_id,
     }
     # cwd is work_dir so Faust's data directory does not land in the repository.
     return await spawn(

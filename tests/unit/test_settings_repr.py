@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import pytest
+
 from lapverse_streams.settings import Settings
 
 SECRET_NAME = re.compile(r"token|key|secret|password", re.IGNORECASE)
@@ -33,3 +35,13 @@ def test_secrets_from_the_environment_stay_hidden() -> None:
     assert settings.kaggle_key == "kag-91ab"
     assert "adm-7c1e" not in repr(settings)
     assert "kag-91ab" not in repr(settings)
+
+
+def test_exactly_once_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="not offered yet"):
+        Settings.from_env({"LAPVERSE_PROCESSING_GUARANTEE": "exactly_once"})
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    with pytest.raises(ValueError, match="tansu or kafka"):
+        Settings.from_env({"LAPVERSE_EMBEDDED_BROKER": "redpanda"})
