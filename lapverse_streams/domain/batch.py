@@ -1,4 +1,8 @@
-"""What a governor batch consumes and produces: records in, records out, observations."""
+"""What a governor batch consumes and produces: records in, records out, observations.
+
+Also the checks and cut-backs every record goes through: routing, dead letters, and the
+mark a failed record's output is cut back to.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lapverse_streams.domain.admission import Verdict
-from lapverse_streams.events.codec import Headers
-from lapverse_streams.events.models import DecisionReason, FinOpsTags, Model
+from lapverse_streams.events.codec import Headers, PoisonMessage
+from lapverse_streams.events.deadletter import Consumed, letter
+from lapverse_streams.events.models import CloudEvent, DecisionReason, FinOpsTags, Model
 
 if TYPE_CHECKING:
     from lapverse_streams.domain.budget import Burn
@@ -101,3 +106,60 @@ class BatchOutput:
     observations: list[Observation] = field(default_factory=list)
     ledgers: dict[str, Ledger] = field(default_factory=dict)
     burns: dict[str, Burn] = field(default_factory=dict)
+
+
+def dead_letter(record: Inbound, reason: str, detail: str) -> Outbound:
+    """The governor's dead letter of a record, by the one dead-letter policy."""
+    consumed = Consumed(
+        record.topic or record.source,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.headers,
+    )
+    dead = letter("governor", consumed, reason, detail)
+    return Outbound("dlq", dead.key, dead.value, dead.headers)
+
+
+def check_routing(record: Inbound, event: CloudEvent, tenant_id: str) -> None:
+    """The record key and the CloudEvent subject must both name the tenant of the data.
+
+    A record keyed by one tenant with another's data would land on the wrong partition and
+    split that tenant's ledger; it is dead-lettered instead.
+    """
+    if record.key != tenant_id.encode() or event.subject != tenant_id:
+        raise PoisonMessage(
+            "key_mismatch", "the record key, the CloudEvent subject and the tenant must agree"
+        )
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far a batch's output had got before a record, to cut back to if it fails."""
+
+    records: int
+    observations: int
+    dirty: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, out: BatchOutput) -> Mark:
+        """The output's current lengths."""
+        return cls(len(out.records), len(out.observations), _dirty_lengths(out))
+
+    def restore(self, out: BatchOutput) -> None:
+        """Drop what was added since; keys first made dirty since are dropped too."""
+        del out.records[self.records :]
+        del out.observations[self.observations :]
+        for dirty, length in zip(_dirty_maps(out), self.dirty, strict=True):
+            for key in list(dirty)[length:]:
+                del dirty[key]
+
+
+def _dirty_maps(out: BatchOutput) -> tuple[dict[str, int], ...]:
+    return (out.dirty_records, out.dirty_ledgers, out.dirty_burns, out.dirty_evolutions)
+
+
+def _dirty_lengths(out: BatchOutput) -> tuple[int, int, int, int]:
+    a, b, c, d = (len(m) for m in _dirty_maps(out))
+    return a, b, c, d

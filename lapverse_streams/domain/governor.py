@@ -23,8 +23,11 @@ from lapverse_streams.domain.batch import (
     Inbound,
     Intake,
     Invalid,
+    Mark,
     Observation,
     Outbound,
+    check_routing,
+    dead_letter,
 )
 from lapverse_streams.domain.budget import Burn
 from lapverse_streams.domain.journal import Journal, JournaledMapping
@@ -33,7 +36,7 @@ from lapverse_streams.domain.pricing import billing_period, task_estimate_micros
 from lapverse_streams.domain.promotion import (
     PromotionPolicy,
 )
-from lapverse_streams.domain.ratelimit import TokenBucket, full_bucket
+from lapverse_streams.domain.ratelimit import RateLimiter
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -44,14 +47,12 @@ from lapverse_streams.events.codec import (
     parse_data,
     trace_of,
 )
-from lapverse_streams.events.deadletter import Consumed, letter, reason_of
+from lapverse_streams.events.deadletter import reason_of
 from lapverse_streams.events.models import (
-    CloudEvent,
     CompetitionJoined,
     DecisionReason,
     FinOpsTags,
     Model,
-    RateLimitState,
     TaskDecision,
     TaskRequest,
     TaskRequested,
@@ -85,7 +86,9 @@ class Governor:
         self._journal = Journal()
         self._records = JournaledMapping(self.records, self._journal)
         self._evolutions = JournaledMapping(self.evolutions, self._journal)
-        self._buckets: dict[str, TokenBucket] = {}  # in memory: a restart refills them
+        self._limiter = RateLimiter(
+            self.policy.rate_limit_per_s, self.policy.rate_limit_burst, self._journal
+        )
 
     def process(self, batch: list[Inbound]) -> BatchOutput:
         """Process records in order; a record that fails in any way becomes a dead letter.
@@ -95,7 +98,7 @@ class Governor:
         """
         out = BatchOutput()
         for record in batch:
-            mark = _Mark.of(out)
+            mark = Mark.of(out)
             self._journal.begin()
             try:
                 if record.source == "tasks":
@@ -209,20 +212,11 @@ class Governor:
         if existing is not None:
             self._repeat(intake, existing, record, ledger, reply_headers, out)
             return
-        if tenant is not None:
-            limited = self._take_token(tenant, now)
-            if limited is not None:
-                verdict = Verdict(
-                    DecisionReason.RATE_LIMITED,
-                    429,
-                    f"over the tenant's rate limit of {self._rate(tenant)[0]:g} requests/s "
-                    f"(burst {limited.limit})",
-                    limited.reset_s,
-                    limited,
-                )
-                self._answer_only(intake, tenant, verdict, reply_headers, record, out)
-                out.observations.append(Observation("rate_limited", tenant_id, intake.label))
-                return
+        limited = self._limiter.check(tenant, now) if tenant is not None else None
+        if limited is not None:
+            self._answer_only(intake, tenant, limited, reply_headers, record, out)
+            out.observations.append(Observation("rate_limited", tenant_id, intake.label))
+            return
         burn = self._burn(tenant_id, out)
         verdict = admit(
             tenant_id,
@@ -304,22 +298,6 @@ class Governor:
                 verdict.reason.value,
             )
         )
-
-    def _rate(self, tenant: TenantConfig) -> tuple[float, int]:
-        """The tenant's rate limit and burst: its own, else the policy's defaults."""
-        rate = tenant.rate_limit_per_s or self.policy.rate_limit_per_s
-        return rate, tenant.burst or self.policy.rate_limit_burst
-
-    def _take_token(self, tenant: TenantConfig, now_ms: int) -> RateLimitState | None:
-        """Take one request from the tenant's bucket; the limit's state when it is empty."""
-        rate, burst = self._rate(tenant)
-        bucket = self._buckets.get(tenant.tenant_id)
-        if bucket is None:
-            self._journal.note(self._buckets, tenant.tenant_id)
-            bucket = self._buckets[tenant.tenant_id] = full_bucket(now_ms, burst)
-        self._journal.note(vars(bucket), "tokens")
-        self._journal.note(vars(bucket), "updated_ms")
-        return bucket.take(now_ms, rate, burst)
 
     def _repeat(
         self,
@@ -506,60 +484,3 @@ def _reply_headers(headers: Headers) -> Headers:
 
 
 UNKNOWN = "unknown"  # the metric label of a tenant that is not configured
-
-
-def dead_letter(record: Inbound, reason: str, detail: str) -> Outbound:
-    """The governor's dead letter of a record, by the one dead-letter policy."""
-    consumed = Consumed(
-        record.topic or record.source,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        record.headers,
-    )
-    dead = letter("governor", consumed, reason, detail)
-    return Outbound("dlq", dead.key, dead.value, dead.headers)
-
-
-def check_routing(record: Inbound, event: CloudEvent, tenant_id: str) -> None:
-    """The record key and the CloudEvent subject must both name the tenant of the data.
-
-    A record keyed by one tenant with another's data would land on the wrong partition and
-    split that tenant's ledger; it is dead-lettered instead.
-    """
-    if record.key != tenant_id.encode() or event.subject != tenant_id:
-        raise PoisonMessage(
-            "key_mismatch", "the record key, the CloudEvent subject and the tenant must agree"
-        )
-
-
-@dataclass(frozen=True)
-class _Mark:
-    """How far a batch's output had got before a record, to cut back to if it fails."""
-
-    records: int
-    observations: int
-    dirty: tuple[int, int, int, int]
-
-    @classmethod
-    def of(cls, out: BatchOutput) -> _Mark:
-        """The output's current lengths."""
-        return cls(len(out.records), len(out.observations), _dirty_lengths(out))
-
-    def restore(self, out: BatchOutput) -> None:
-        """Drop what was added since; keys first made dirty since are dropped too."""
-        del out.records[self.records :]
-        del out.observations[self.observations :]
-        for dirty, length in zip(_dirty_maps(out), self.dirty, strict=True):
-            for key in list(dirty)[length:]:
-                del dirty[key]
-
-
-def _dirty_maps(out: BatchOutput) -> tuple[dict[str, int], ...]:
-    return (out.dirty_records, out.dirty_ledgers, out.dirty_burns, out.dirty_evolutions)
-
-
-def _dirty_lengths(out: BatchOutput) -> tuple[int, int, int, int]:
-    a, b, c, d = (len(m) for m in _dirty_maps(out))
-    return a, b, c, d

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lapverse_streams.events.models import RateLimitState
+from lapverse_streams.domain.admission import Verdict
+from lapverse_streams.domain.journal import Journal
+from lapverse_streams.events.models import DecisionReason, RateLimitState, TenantConfig
 
 
 @dataclass
@@ -34,3 +36,32 @@ class TokenBucket:
 def full_bucket(now_ms: int, burst: int) -> TokenBucket:
     """A bucket as a tenant first seen (or seen after a restart) gets it."""
     return TokenBucket(float(burst), now_ms)
+
+
+class RateLimiter:
+    """The token buckets of the tenants one governor owns; each write is noted in `journal`."""
+
+    def __init__(self, default_per_s: float, default_burst: int, journal: Journal) -> None:
+        self.default_per_s = default_per_s
+        self.default_burst = default_burst
+        self._journal = journal
+        self._buckets: dict[str, TokenBucket] = {}  # in memory: a restart refills them
+
+    def limits(self, tenant: TenantConfig) -> tuple[float, int]:
+        """The tenant's rate and burst: its own, else the defaults."""
+        return tenant.rate_limit_per_s or self.default_per_s, tenant.burst or self.default_burst
+
+    def check(self, tenant: TenantConfig, now_ms: int) -> Verdict | None:
+        """Take one request from the tenant's bucket, or the 429 verdict when it is empty."""
+        rate, burst = self.limits(tenant)
+        bucket = self._buckets.get(tenant.tenant_id)
+        if bucket is None:
+            self._journal.note(self._buckets, tenant.tenant_id)
+            bucket = self._buckets[tenant.tenant_id] = full_bucket(now_ms, burst)
+        self._journal.note(vars(bucket), "tokens")
+        self._journal.note(vars(bucket), "updated_ms")
+        limited = bucket.take(now_ms, rate, burst)
+        if limited is None:
+            return None
+        detail = f"over the tenant's rate limit of {rate:g} requests/s (burst {burst})"
+        return Verdict(DecisionReason.RATE_LIMITED, 429, detail, limited.reset_s, limited)
