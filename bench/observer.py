@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+
+from lapverse_streams.broker.assign import assign_all
 
 ACCEPTED = b"io.lapverse.task.accepted.v1"
 COMPLETED = b"io.lapverse.task.completed.v1"
@@ -73,12 +75,7 @@ class DecisionObserver:
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # refreshes metadata so partitions_for_topic is complete
-        partitions = [
-            TopicPartition(self._topic, p)
-            for p in sorted(consumer.partitions_for_topic(self._topic) or {0})
-        ]
-        consumer.assign(partitions)
+        partitions = await assign_all(consumer, [self._topic])
         # Tansu 0.6 answers "latest" with the last batch's base offset + 1, not the high
         # watermark, so seeking to the end is unreliable: always read from the beginning.
         await consumer.seek_to_beginning(*partitions)
