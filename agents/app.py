@@ -10,6 +10,7 @@ import faust
 
 from agents import executor, governor, heartbeat, services, tournament, web
 from agents import kaggle as kaggle_agent
+from agents.fetchwait import use_fetch_max_wait
 from agents.highwaters import use_fetched_highwaters
 from agents.rewind import keep_records_across_seek_back
 from lapverse_streams.clients.kaggle import KagglePipeline
@@ -57,6 +58,7 @@ def create_worker(
     """Build the Faust app with the governor, executor, tournament and Kaggle agents."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     use_fetched_highwaters()
+    use_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=settings.broker_url,

@@ -24,7 +24,10 @@ async def fetched_highwaters(
     if not partitions:
         return {}
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,  # a partition with nothing past the seek must not hold us up
     )
     await probe.start()
     try:

@@ -48,6 +48,7 @@ class ConfigView:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,  # catch_up() polls twice
         )
         await consumer.start()
         self._consumer = consumer

@@ -81,6 +81,7 @@ class Settings:
     kaggle_failure_threshold: int = 5
     kaggle_reset_timeout_ms: int = 30_000
     rebalance_timeout_s: float = 6.0
+    fetch_max_wait_ms: int = 100  # longest a worker's fetch waits for data (Faust: 1500)
     # Static group membership: a worker restarted under the same id takes its partitions back
     # at once instead of waiting out a rebalance. Unique per worker; empty for dynamic.
     worker_instance_id: str = ""
