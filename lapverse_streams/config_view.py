@@ -39,6 +39,7 @@ class ConfigView:
         self._task: asyncio.Task[None] | None = None
         self._partitions: list[TopicPartition] = []
         self._polls = 0
+        self._written: dict[tuple[str, int, bytes | None], int] = {}  # by apply_written()
         self._caught_up = False
 
     async def start(self) -> None:
@@ -69,8 +70,24 @@ class ConfigView:
             if self._caught_up:
                 self._ready.set()
 
+    def apply_written(
+        self, topic: str, key: bytes, value: bytes, partition: int, offset: int
+    ) -> None:
+        """Apply a record this process just wrote (read-your-writes), ahead of the reader.
+
+        The reader may still be behind it: older records of the same key are then skipped
+        when they arrive, so they cannot undo this one (a fresh API key, say).
+        """
+        self.apply(topic, key, value)
+        self._written[(topic, partition, key)] = offset
+
     async def _apply_or_dead_letter(self, topic: str, message: Any) -> None:
         """Apply a record; one that cannot be applied is dead-lettered and the view goes on."""
+        written = self._written.get((topic, message.partition, message.key))
+        if written is not None:
+            if message.offset < written:
+                return  # superseded by a record this process wrote and applied already
+            del self._written[(topic, message.partition, message.key)]
         try:
             self.apply(topic, message.key, message.value)
         except Exception as exc:  # any bad record: the view must stay alive for everyone else

@@ -166,8 +166,11 @@ class AdminRoutes:
             now_ms(),
             SOURCE,
         )
-        await self.publish(topics.FLAGS, flag_key, encode(event))
-        self.config.flags[flag_key] = definition
+        value = encode(event)
+        partition, offset = await self.publish(topics.FLAGS, flag_key, value)
+        self.config.apply_written(
+            self.settings.topic(topics.FLAGS), flag_key.encode(), value, partition, offset
+        )
         return json_response({"flagKey": flag_key, **definition})
 
     def visible_status(self, request: web.Request, report: dict[str, Any]) -> dict[str, Any]:
@@ -193,13 +196,15 @@ class AdminRoutes:
                 SOURCE,
             )
         )
-        await self.publish(topics.TENANTS, tenant.tenant_id, event)
-        self.config.apply(self.settings.topic(topics.TENANTS), tenant.tenant_id.encode(), event)
+        partition, offset = await self.publish(topics.TENANTS, tenant.tenant_id, event)
+        self.config.apply_written(
+            self.settings.topic(topics.TENANTS), tenant.tenant_id.encode(), event, partition, offset
+        )
 
-    async def publish(self, topic: str, key: str, value: bytes) -> None:
-        """Write to a configuration topic or answer 503."""
+    async def publish(self, topic: str, key: str, value: bytes) -> tuple[int, int]:
+        """Write to a configuration topic (its partition and offset) or answer 503."""
         try:
-            await self.bridge.publish(topic, key.encode(), value)
+            return await self.bridge.publish(topic, key.encode(), value)
         except BrokerUnavailable as exc:
             raise Problem(
                 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}

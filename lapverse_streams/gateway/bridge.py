@@ -276,16 +276,17 @@ class Bridge:
         finally:
             self._waiters.pop(request_id, None)
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        """Write a configuration record and wait for the broker's acknowledgement."""
+    async def publish(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+        """Write a configuration record, wait for the broker's acknowledgement: its position."""
         assert self._producer is not None
         try:
-            await asyncio.wait_for(
+            written = await asyncio.wait_for(
                 self._producer.send_and_wait(self.settings.topic(topic), value, key=key), 10
             )
         except (KafkaError, TimeoutError) as exc:
             self.connected = False
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+        return written.partition, written.offset
 
 
 def _text(key: bytes | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -407,3 +408,30 @@ async def test_status_figures_are_kept_per_tenant_as_records_arrive(tmp_path: Pa
     assert acme["cost"] == 0.02
     assert acme["successRatio"] == 1.0
     assert bridge.figures.per_tenant["acme"]["bad"] == 1  # over the 100 ms objective
+
+
+def test_a_record_this_process_wrote_is_not_undone_by_an_older_one() -> None:
+    """Read-your-writes: the reader, still behind, skips older records of a key just written."""
+    settings = Settings()
+    view = ConfigView(settings)
+    topic = settings.topic(topics.TENANTS)
+
+    def tenant_record(keys: tuple[str, ...]) -> bytes:
+        tags = FinOpsTags(
+            environment="t", tenant_id="acme", cost_center="c", owner="o", version="1"
+        )
+        config = TenantConfig(tenant_id="acme", mrr_micros=1, api_key_hashes=keys, tags=tags)
+        return encode(envelope("tenant.configured", "acme:1", "acme", config, 1, "/t"))
+
+    class Message:
+        def __init__(self, offset: int, value: bytes) -> None:
+            self.partition, self.offset, self.key, self.value = 0, offset, b"acme", value
+            self.headers: list[tuple[str, bytes]] = []
+
+    older, newer = tenant_record(()), tenant_record(("a" * 64,))
+    view.apply_written(topic, b"acme", newer, 0, 1)
+    asyncio.run(view._apply_or_dead_letter(topic, Message(0, older)))
+    assert view.tenants["acme"].api_key_hashes == ("a" * 64,)
+    asyncio.run(view._apply_or_dead_letter(topic, Message(1, newer)))  # its own echo
+    asyncio.run(view._apply_or_dead_letter(topic, Message(2, older)))  # a later write wins
+    assert view.tenants["acme"].api_key_hashes == ()

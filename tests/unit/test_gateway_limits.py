@@ -57,8 +57,9 @@ class FakeBridge(Bridge):
         self.submitted.append(value)
         return None
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def publish(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
         self.published.append((topic, value))
+        return 0, len(self.published) - 1
 
 
 @dataclass
