@@ -16,6 +16,7 @@ from bench.observer import COMPLETED, Arrival, DecisionObserver
 from bench.procs import Child, kill, spawn, spawn_worker, stop
 from bench.profile import record
 from bench.workload import Trickle
+from lapverse_streams.broker.embedded import free_port
 from lapverse_streams.events import topics
 from lapverse_streams.settings import Settings
 
@@ -176,9 +177,13 @@ async def recovery_phase(
     async with observing(observer):
         await trickle.start()
         try:
-            # One static member id for both: the restarted worker takes the partitions back
-            # at once instead of waiting for the dead one's session to time out.
-            first = await spawn_worker(settings, "worker-c1", work_dir, instance_id="worker-c")
+            # One static member id (and so one web address: Faust checks it against the
+            # assignment) for both: the restarted worker takes the partitions back at once
+            # instead of waiting for the dead one's session to time out.
+            port = free_port()
+            first = await spawn_worker(
+                settings, "worker-c1", work_dir, instance_id="worker-c", web_port=port
+            )
             async with running(first):
                 started_ms = first.started_ms
                 warm = observer.watch(lambda a: a.created_ms >= started_ms)
@@ -189,7 +194,9 @@ async def recovery_phase(
                 await asyncio.sleep(run_before_kill_s)
                 await kill(first)
             sent_at_kill = trickle.sent
-            second = await spawn_worker(settings, "worker-c2", work_dir, instance_id="worker-c")
+            second = await spawn_worker(
+                settings, "worker-c2", work_dir, instance_id="worker-c", web_port=port
+            )
             async with running(second):
                 restart_ms = second.started_ms
 

@@ -69,14 +69,14 @@ async def spawn(name: str, argv: list[str], env: dict[str, str], work_dir: Path)
 
 
 async def spawn_worker(
-    settings: Settings, name: str, work_dir: Path, instance_id: str = ""
+    settings: Settings, name: str, work_dir: Path, instance_id: str = "", web_port: int = 0
 ) -> Child:
-    """A `lapverse worker` on settings' broker and prefix, with a free web port."""
+    """A `lapverse worker` on settings' broker and prefix, with a free web port by default."""
     env = {
         **os.environ,
         "LAPVERSE_BROKER_URL": settings.broker_url,
         "LAPVERSE_TOPIC_PREFIX": settings.topic_prefix,
-        "LAPVERSE_WORKER_WEB_PORT": str(free_port()),
+        "LAPVERSE_WORKER_WEB_PORT": str(web_port or free_port()),
         "LAPVERSE_LOG_LEVEL": "WARNING",
         "LAPVERSE_WORKER_INSTANCE_ID": instance_id,
     }

@@ -83,7 +83,8 @@ class Settings:
     rebalance_timeout_s: float = 6.0
     fetch_max_wait_ms: int = 100  # longest a worker's fetch waits for data (Faust: 1500)
     # Static group membership: a worker restarted under the same id takes its partitions back
-    # at once instead of waiting out a rebalance. Unique per worker; empty for dynamic.
+    # at once instead of waiting out a rebalance. Unique per worker, and a restarted worker
+    # keeps its web host and port (Faust checks its URL against the kept assignment).
     worker_instance_id: str = ""
     standby_replicas: int = 0
     otlp_endpoint: str = ""
