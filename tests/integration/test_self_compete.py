@@ -20,7 +20,14 @@ from lapverse_streams.events.codec import encode, envelope
 from lapverse_streams.events.models import CompetitionRequested
 from lapverse_streams.variants.forecast import demo_input
 from tests.conftest import Stack
-from tests.integration.helpers import ADMIN, create_tenant, drain, ledger_of, read_topic
+from tests.integration.helpers import (
+    ADMIN,
+    create_tenant,
+    drain,
+    ledger_of,
+    read_topic,
+    wait_round_completed,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -49,24 +56,6 @@ async def post_round(
         return r.status, await r.json(content_type=None)
 
 
-async def wait_round(
-    session: aiohttp.ClientSession, stack: Stack, api_key: str, tenant: str, round_id: str
-) -> dict[str, Any]:
-    """Poll GET /api/v2/self-compete/{id} until it completes."""
-    deadline = time.monotonic() + 60
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        async with session.get(
-            f"{stack.base_url}/api/v2/self-compete/{round_id}", headers=headers(api_key, tenant)
-        ) as r:
-            if r.status == 200:
-                body = await r.json()
-                if body["status"] == "completed":
-                    return body
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"round {round_id} never completed: {body}")
-
-
 async def test_demo_round_names_a_champion_with_four_scores_and_charges_once(
     session: aiohttp.ClientSession, stack: Stack
 ) -> None:
@@ -84,7 +73,7 @@ async def test_demo_round_names_a_champion_with_four_scores_and_charges_once(
     round_id = submitted["competitionId"]
     assert round_id == idempotency.competition_id("arena", "round-1")
 
-    done = await wait_round(session, stack, api_key, "arena", round_id)
+    done = await wait_round_completed(session, stack, api_key, "arena", round_id)
     assert set(done["scores"]) == {"aggressive", "conservative", "balanced", "experimental"}
     assert all(0 < s <= 1 for s in done["scores"].values())
     assert done["champion"] == "conservative"  # seasonal naive wins on AirPassengers
