@@ -136,6 +136,20 @@ async def faust_phase(
     return FaustRun(admitted, completed, results_when_all_decided)
 
 
+async def two_workers_phase(
+    settings: Settings, events: int, work_dir: Path, timeout_s: float
+) -> Throughput:
+    """Phase E: the same admission path with two `lapverse worker`s in one consumer group."""
+    decisions = DecisionObserver(
+        settings.bootstrap_servers, settings.topic(topics.TASK_DECISIONS), target=events
+    )
+    async with observing(decisions):
+        first = await spawn_worker(settings, "worker-e1", work_dir)
+        second = await spawn_worker(settings, "worker-e2", work_dir)
+        async with running(first), running(second):
+            return await measure(first, decisions, events, timeout_s)
+
+
 async def raw_phase(
     settings: Settings, events: int, work_dir: Path, timeout_s: float
 ) -> Throughput:

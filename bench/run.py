@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.competitions import CompetitionRun, competition_phase
-from bench.phases import FaustRun, Recovery, Throughput, faust_phase, raw_phase, recovery_phase
+from bench.phases import (
+    FaustRun,
+    Recovery,
+    Throughput,
+    faust_phase,
+    raw_phase,
+    recovery_phase,
+    two_workers_phase,
+)
 from bench.profile import summarise
 from bench.workload import pick_tenants, produce, task_records, tenant_record
 from lapverse_streams.broker.embedded import free_port
@@ -42,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-recovery", action="store_true", help="skip phase C")
     parser.add_argument("--competitions", type=int, default=500, help="rounds in phase D")
     parser.add_argument("--skip-competitions", action="store_true", help="skip phase D")
+    parser.add_argument("--skip-two-workers", action="store_true", help="skip phase E")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
     parser.add_argument(
         "--profile",
@@ -104,7 +113,16 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
         print(f"  {_rate(done.per_s)} competitions/s, startup {_secs(done.startup_s)}", flush=True)
         if not done.reached_n:  # where the counts stop is where rounds got stuck
             print(f"  DEADLINE; records per topic: {competitions.records_by_topic}", flush=True)
-    return report(args, revision, tenants, faust, raw, recovery, competitions)
+    two = None
+    if not args.skip_two_workers:
+        print("phase E: the admission path with two workers ...", flush=True)
+        two_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-e.")
+        await ensure_topics(two_settings)
+        await produce(bootstrap, two_settings.topic(topics.TENANTS), configs)
+        await produce(bootstrap, two_settings.topic(topics.TASKS), requests)
+        two = await two_workers_phase(two_settings, args.events, work_dir, args.timeout)
+        print(f"  {_rate(two.per_s)} decisions/s with two workers", flush=True)
+    return report(args, revision, tenants, faust, raw, recovery, competitions, two)
 
 
 def report(
@@ -115,6 +133,7 @@ def report(
     raw: Throughput,
     recovery: Recovery | None,
     competitions: CompetitionRun | None,
+    two: Throughput | None = None,
 ) -> dict[str, Any]:
     """The results document."""
     admitted, completed = faust.admitted, faust.completed
@@ -135,6 +154,7 @@ def report(
         "results_when_all_decided": faust.results_when_all_decided,
         "recovery_s": recovery.recovery_s if recovery else None,
         "recovery_new_request_s": recovery.recovery_new_s if recovery else None,
+        "admitted_per_s_two_workers": two.per_s if two else None,
         "competitions": None if args.skip_competitions else args.competitions,
         "competitions_completed_per_s": rounds.per_s if rounds else None,
         "competition_worker_startup_s": rounds.startup_s if rounds else None,
@@ -145,6 +165,7 @@ def report(
             "raw_loop": dataclasses.asdict(raw),
             "recovery": dataclasses.asdict(recovery) if recovery else None,
             "competitions": competitions.to_json() if competitions else None,
+            "two_workers": dataclasses.asdict(two) if two else None,
         },
         "machine": {
             "nproc": len(os.sched_getaffinity(0)),
@@ -174,6 +195,7 @@ def print_table(results: dict[str, Any]) -> None:
     rows = [
         ("events", f"{results['events']} over {results['tenants']} tenants"),
         ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
+        ("admitted/s, two workers", _rate(results.get("admitted_per_s_two_workers"))),
         ("competitions/s (self-compete)", _competitions(results)),
         ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
         ("accepted decisions (Faust)", f"{faust['of_expected_type']} of {faust['records_seen']}"),
