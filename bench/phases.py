@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -232,6 +233,58 @@ async def recovery_phase(
                 )
         finally:
             await trickle.stop()
+
+
+async def rolling_restart_phase(
+    settings: Settings,
+    tenants: list[str],
+    work_dir: Path,
+    *,
+    rate_per_s: int,
+    timeout_s: float,
+    run_s: float = 2.0,
+) -> float | None:
+    """Phase F: a worker stopped gracefully and started again while requests keep flowing.
+
+    Returns the longest time, in seconds, between two decisions seen around the restart.
+    """
+    trickle = Trickle(settings.bootstrap_servers, settings.topic(topics.TASKS), tenants, rate_per_s)
+    observer = DecisionObserver(
+        settings.bootstrap_servers, settings.topic(topics.TASK_DECISIONS), track_keys=True
+    )
+    member = "worker-f" if settings.embedded_broker == "kafka" else ""
+    port = free_port()
+    async with observing(observer):
+        await trickle.start()
+        try:
+            first = await spawn_worker(
+                settings, "worker-f1", work_dir, instance_id=member, web_port=port
+            )
+            async with running(first):
+                warm = observer.watch(lambda a: a.created_ms >= first.started_ms)
+                await observer.wait_for(lambda: warm.arrival is not None, timeout_s, first.alive)
+                if warm.arrival is None:
+                    return None
+                await asyncio.sleep(run_s)
+            sent_at_stop = trickle.sent  # `running` stopped it with SIGTERM, as a deploy does
+            second = await spawn_worker(
+                settings, "worker-f2", work_dir, instance_id=member, web_port=port
+            )
+            async with running(second):
+
+                def after_stop(a: Arrival) -> bool:
+                    seq = Trickle.seq_of(a.key)
+                    return seq is not None and seq >= sent_at_stop
+
+                new = observer.watch(after_stop)
+                await observer.wait_for(lambda: new.arrival is not None, timeout_s, second.alive)
+                if new.arrival is None:
+                    return None
+                await asyncio.sleep(run_s)
+        finally:
+            await trickle.stop()
+    seen = sorted(a.seen_at for a in observer.arrivals if a.seen_at >= warm.arrival.seen_at)
+    return max((b - a for a, b in itertools.pairwise(seen)), default=None)
 
 
 def _since(arrival: Arrival | None, child: Child) -> float | None:

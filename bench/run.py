@@ -26,6 +26,7 @@ from bench.phases import (
     faust_phase,
     raw_phase,
     recovery_phase,
+    rolling_restart_phase,
     two_workers_phase,
 )
 from bench.profile import summarise
@@ -122,7 +123,23 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
         await produce(bootstrap, two_settings.topic(topics.TASKS), requests)
         two = await two_workers_phase(two_settings, args.events, work_dir, args.timeout)
         print(f"  {_rate(two.per_s)} decisions/s with two workers", flush=True)
-    return report(args, revision, tenants, faust, raw, recovery, competitions, two)
+    gap = None
+    if not args.skip_recovery:
+        print("phase F: a graceful restart under load ...", flush=True)
+        roll_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-f.")
+        await ensure_topics(roll_settings)
+        await produce(bootstrap, roll_settings.topic(topics.TENANTS), configs)
+        gap = await rolling_restart_phase(
+            roll_settings,
+            tenants,
+            work_dir,
+            rate_per_s=args.recovery_rate,
+            timeout_s=min(args.timeout, 90.0),
+        )
+        print(f"  longest gap between decisions {_secs(gap)}", flush=True)
+    results = report(args, revision, tenants, faust, raw, recovery, competitions, two)
+    results["graceful_restart_longest_gap_s"] = gap
+    return results
 
 
 def report(
@@ -196,6 +213,7 @@ def print_table(results: dict[str, Any]) -> None:
         ("events", f"{results['events']} over {results['tenants']} tenants"),
         ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
         ("admitted/s, two workers", _rate(results.get("admitted_per_s_two_workers"))),
+        ("graceful restart: longest gap", _secs(results.get("graceful_restart_longest_gap_s"))),
         ("competitions/s (self-compete)", _competitions(results)),
         ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
         ("accepted decisions (Faust)", f"{faust['of_expected_type']} of {faust['records_seen']}"),
