@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -17,8 +16,6 @@ from lapverse_streams.variants.base import VariantFamily
 
 if TYPE_CHECKING:
     from agents.app import Worker
-
-CATCH_UP_EVERY_S = 1.0
 
 
 def register(
@@ -62,7 +59,6 @@ def register(
     @worker.app.agent(inbound, name="governor")
     async def governor_agent(stream: Any) -> None:
         await worker.config.wait_ready(120)
-        caught_up_at = -CATCH_UP_EVERY_S
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
             batch = [
                 Inbound(
@@ -76,15 +72,12 @@ def register(
                 )
                 for e in events
             ]
-            if time.monotonic() >= caught_up_at + CATCH_UP_EVERY_S and any(
+            if any(
                 r.source in ("tasks", "rounds")
                 and (r.key or b"").decode(errors="replace") not in worker.config.tenants
                 for r in batch
             ):
-                # A tenant created a moment ago may not be read yet. At most once a second, so
-                # a flood of requests for unknown tenants cannot slow everyone else down.
-                caught_up_at = time.monotonic()
-                await worker.config.catch_up()
+                await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             out = governor.process(batch)
             for name, dirty in (
                 ("dedup", out.dirty_records),
