@@ -30,7 +30,7 @@ from bench.phases import (
     two_workers_phase,
 )
 from bench.profile import summarise
-from bench.workload import pick_tenants, produce, task_records, tenant_record
+from bench.workload import Record, pick_tenants, produce, task_records, tenant_record
 from lapverse_streams.broker.embedded import free_port
 from lapverse_streams.broker.engines import embedded_broker
 from lapverse_streams.broker.kafka import pinned_kafka_version
@@ -117,18 +117,14 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
     two = None
     if not args.skip_two_workers:
         print("phase E: the admission path with two workers ...", flush=True)
-        two_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-e.")
-        await ensure_topics(two_settings)
-        await produce(bootstrap, two_settings.topic(topics.TENANTS), configs)
+        two_settings = await fresh_prefix(base, f"bench-{run_id}-e.", configs)
         await produce(bootstrap, two_settings.topic(topics.TASKS), requests)
         two = await two_workers_phase(two_settings, args.events, work_dir, args.timeout)
         print(f"  {_rate(two.per_s)} decisions/s with two workers", flush=True)
     gap = None
     if not args.skip_recovery:
         print("phase F: a graceful restart under load ...", flush=True)
-        roll_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-f.")
-        await ensure_topics(roll_settings)
-        await produce(bootstrap, roll_settings.topic(topics.TENANTS), configs)
+        roll_settings = await fresh_prefix(base, f"bench-{run_id}-f.", configs)
         gap = await rolling_restart_phase(
             roll_settings,
             tenants,
@@ -140,6 +136,14 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
     results = report(args, revision, tenants, faust, raw, recovery, competitions, two)
     results["graceful_restart_longest_gap_s"] = gap
     return results
+
+
+async def fresh_prefix(base: Settings, prefix: str, configs: list[Record]) -> Settings:
+    """Settings for a phase of its own: topics created under `prefix`, tenants configured."""
+    settings = dataclasses.replace(base, topic_prefix=prefix)
+    await ensure_topics(settings)
+    await produce(settings.bootstrap_servers, settings.topic(topics.TENANTS), configs)
+    return settings
 
 
 def report(
