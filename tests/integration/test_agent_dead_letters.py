@@ -21,6 +21,7 @@ from lapverse_streams.events.models import (
 )
 from lapverse_streams.variants.forecast import demo_input
 from tests.conftest import Stack
+from tests.hostile import nest_deeply
 from tests.integration.helpers import (
     create_tenant,
     post_task,
@@ -52,9 +53,7 @@ def event(short: str, subject: str, data: Model | dict[str, Any], marker: str) -
 
 def deep(short: str, subject: str, marker: str, depth: int = 251) -> bytes:
     """A small event whose data nests `depth` levels."""
-    nested = orjson.loads(event(short, subject, {"x": []}, marker))
-    raw = orjson.dumps(nested).decode()
-    return raw.replace('"x":[]', '"x":' + "[" * depth + "]" * depth).encode()
+    return nest_deeply(orjson.loads(event(short, subject, {"x": []}, marker)), depth)
 
 
 def decision(tenant: str, task_id: str) -> TaskDecision:

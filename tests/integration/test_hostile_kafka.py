@@ -18,6 +18,7 @@ from lapverse_streams.events.codec import encode, envelope, header
 from lapverse_streams.events.models import FinOpsTags, TaskRequested, TenantConfig
 from lapverse_streams.settings import Settings
 from tests.conftest import Stack
+from tests.hostile import nest_deeply
 from tests.integration.helpers import create_tenant, ledger_of, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -41,8 +42,7 @@ def deep(tenant: str, key: str, depth: int = 251) -> bytes:
     """A 1.5 KB task.requested whose requirements nest `depth` levels, as an attacker sends it."""
     value = orjson.loads(request(tenant, key))
     value["data"]["requirements"] = {"complexity": "simple", "x": []}
-    raw = orjson.dumps(value).decode()
-    return raw.replace('"x":[]', '"x":' + "[" * depth + "]" * depth).encode()
+    return nest_deeply(value, depth)
 
 
 async def send(producer: AIOKafkaProducer, settings: Settings, key: str, value: bytes) -> None:

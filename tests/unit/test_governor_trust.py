@@ -15,6 +15,7 @@ from lapverse_streams.domain.governor import Governor
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.events.codec import encode, envelope, header
 from lapverse_streams.events.models import FinOpsTags, TaskRequested, TaskResult, TenantConfig
+from tests.hostile import nest_deeply
 
 NOW = 1_790_000_000_000
 TENANTS = ("acme", "beta", "gamma")
@@ -123,24 +124,22 @@ class Log:
         return self.raw("results", tenant.encode(), value)
 
 
-def nested(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = {"complexity": "simple"}
-    for _ in range(depth):
-        value = {"x": value}
-    return value
-
-
 def deep_request(log: Log, tenant: str, key: str, depth: int = 251) -> Inbound:
     """task.requested with `requirements` nested `depth` levels, built by hand like an attacker."""
-    inner = "[" * depth + "]" * depth
-    requirements = f'{{"complexity":"simple","x":{inner}}}'
-    requirements = f'{{"complexity":"simple","x":{inner}}}'
-    data = f'{{"type":"NOOP","tenant":"{tenant}","requirements":{requirements}}}'
-    value = (
-        f'{{"specversion":"1.0","id":"{key}","source":"/evil","type":"io.lapverse.task.requested.v1",'
-        f'"subject":"{tenant}","time":"2026-01-01T00:00:00Z","data":{data}}}'
-    ).encode()
-    return log.raw("tasks", tenant.encode(), value, key)
+    value = {
+        "specversion": "1.0",
+        "id": key,
+        "source": "/evil",
+        "type": "io.lapverse.task.requested.v1",
+        "subject": tenant,
+        "time": "2026-01-01T00:00:00Z",
+        "data": {
+            "type": "NOOP",
+            "tenant": tenant,
+            "requirements": {"complexity": "simple", "x": []},
+        },
+    }
+    return log.raw("tasks", tenant.encode(), nest_deeply(value, depth), key)
 
 
 def decisions(out: Any) -> list[dict[str, Any]]:
