@@ -195,11 +195,14 @@ def status_is_failure(status: int) -> bool:
 
 
 async def post_json(
-    session: aiohttp.ClientSession, url: str, payload: Mapping[str, Any]
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """POST JSON, return the 2xx JSON object; else ServiceFailure or RequestRefused."""
+    """POST JSON plus `headers`: the 2xx JSON object, else ServiceFailure or RequestRefused."""
     try:
-        async with session.post(url, json=payload) as response:
+        async with session.post(url, json=payload, headers=headers) as response:
             body = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -290,8 +293,10 @@ class GuardedClient:
     ) -> None:
         await self.stop()
 
-    async def _post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """post_json to `base_url + path` on the started session."""
+    async def _post(
+        self, path: str, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """post_json to `base_url + path` on the started session, with extra `headers`."""
         if self._session is None:
             raise RuntimeError(f"{type(self).__name__}.start() was not called")
-        return await post_json(self._session, self.base_url + path, payload)
+        return await post_json(self._session, self.base_url + path, payload, headers)

@@ -1,4 +1,8 @@
-"""Share API: publish a text to a platform, behind a circuit breaker, with an in-memory twin."""
+"""Share API: publish a text to a platform, behind a circuit breaker, with an in-memory twin.
+
+Every post carries an idempotency key, so a post repeated after a crash (the joiner publishes
+before its Kafka commit) returns the first post instead of publishing twice.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ DEFAULT_TIMEOUT_MS = 2_000
 DEFAULT_FAILURE_THRESHOLD = 30
 DEFAULT_RESET_TIMEOUT_MS = 30_000
 FALLBACK_PREFIX = "fallback-"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True)
@@ -46,43 +51,51 @@ def parse_post(platform: str, answer: Mapping[str, Any]) -> Post:
 class ShareAPI(Protocol):
     """Publishing to social platforms."""
 
-    async def publish(self, platform: str, text: str) -> Post:
-        """Publish `text` on `platform`; never raises for service trouble (returns the fallback)."""
+    async def publish(self, platform: str, text: str, idempotency_key: str) -> Post:
+        """Publish `text` on `platform` once per `idempotency_key`: a repeat gets the first post.
+
+        Never raises for service trouble (returns the fallback).
+        """
         ...
 
 
 class ShareAPIClient(GuardedClient):
-    """Share API over HTTP: `POST {base_url}/v1/posts`."""
+    """Share API over HTTP: `POST {base_url}/v1/posts` with an `Idempotency-Key` header."""
 
     service = SERVICE
     default_timeout_ms = DEFAULT_TIMEOUT_MS
     default_failure_threshold = DEFAULT_FAILURE_THRESHOLD
     default_reset_timeout_ms = DEFAULT_RESET_TIMEOUT_MS
 
-    async def publish(self, platform: str, text: str) -> Post:
-        """Publish `text` on `platform`, or return a fallback post."""
+    async def publish(self, platform: str, text: str, idempotency_key: str) -> Post:
+        """Publish `text` on `platform` once per `idempotency_key`, or return a fallback post."""
+        payload = {"platform": platform, "text": text}
+        headers = {IDEMPOTENCY_HEADER: idempotency_key}
 
         async def post() -> Post:
-            answer = await self._post("/v1/posts", {"platform": platform, "text": text})
-            return parse_post(platform, answer)
+            return parse_post(platform, await self._post("/v1/posts", payload, headers))
 
         return await self.breaker.call(post, lambda: fallback_post(platform))
 
 
 @dataclass
 class InMemoryShareAPI:
-    """Share API in memory: numbered posts, or fallback posts when down."""
+    """Share API in memory: numbered posts, one per idempotency key, or fallback posts when down."""
 
     available: bool = True
     state: BreakerState = "closed"
     posts: list[tuple[Post, str]] = field(default_factory=list)
+    by_key: dict[str, Post] = field(default_factory=dict)
 
-    async def publish(self, platform: str, text: str) -> Post:
-        """Record the post and return it."""
+    async def publish(self, platform: str, text: str, idempotency_key: str) -> Post:
+        """The earlier post of a known key; else record the post (a fallback when down)."""
+        if idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
         if not self.available:
             post = fallback_post(platform)
         else:
             post_id = f"{platform}-{len(self.posts) + 1}"
             post = Post(platform, post_id, f"memory://{platform}/{post_id}")
+            self.by_key[idempotency_key] = post
         self.posts.append((post, text))
         return post

@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from lapverse_streams.clients.breaker import (
     CircuitBreaker,
@@ -37,7 +39,7 @@ async def news_call(client: Any) -> Any:
 
 
 async def share_call(client: Any) -> Any:
-    return await client.publish("twitter", "Our champion won")
+    return await client.publish("twitter", "Our champion won", "round-1:twitter")
 
 
 # kind, client class, one call, its service name
@@ -110,12 +112,31 @@ async def test_news_ai_answers_the_sentiment(standin: StartStandIn) -> None:
 async def test_share_api_publishes(standin: StartStandIn) -> None:
     running, observer = await standin("share-api"), RecordingObserver()
     async with ShareAPIClient(running.url, KEY, observer=observer) as client:
-        post = await client.publish("twitter", "Our champion won")
+        post = await client.publish("twitter", "Our champion won", "round-1:twitter")
+        again = await client.publish("twitter", "Our champion won", "round-1:twitter")
+        other = await client.publish("twitter", "Our champion won", "round-2:twitter")
     assert post.platform == "twitter"
     assert post.post_id.startswith("twitter-")
     assert post.url == f"{running.url}/p/twitter/{post.post_id}"
     assert not post.fallback
-    assert observer.outcomes == ["success"]
+    assert again == post
+    assert other.post_id != post.post_id
+    assert observer.outcomes == ["success"] * 3
+
+
+async def test_share_api_sends_the_idempotency_key() -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Idempotency-Key"), request.headers.get("Authorization")))
+        return web.json_response({"postId": "twitter-1", "url": None}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/posts", record)
+    async with TestServer(app) as server, ShareAPIClient(str(server.make_url("")), KEY) as client:
+        post = await client.publish("twitter", "Our champion won", "round-1:twitter")
+    assert (post.post_id, post.fallback) == ("twitter-1", False)
+    assert seen == [("round-1:twitter", f"Bearer {KEY}")]
 
 
 @both_services
@@ -416,8 +437,24 @@ async def test_in_memory_twins() -> None:
     assert await news.sentiment("great") == neutral_fallback()
     assert news.texts == ["great", "other", "great"]
     share = InMemoryShareAPI()
-    first = await share.publish("twitter", "hi")
+    first = await share.publish("twitter", "hi", "round-1:twitter")
     assert (first.post_id, first.fallback) == ("twitter-1", False)
     share.available = False
-    assert (await share.publish("twitter", "hi")).post_id.startswith("fallback-twitter-")
+    assert (await share.publish("twitter", "hi", "round-2:twitter")).post_id.startswith(
+        "fallback-twitter-"
+    )
     assert len(share.posts) == 2
+
+
+async def test_in_memory_share_posts_once_per_key() -> None:
+    share = InMemoryShareAPI()
+    first = await share.publish("twitter", "hi", "round-1:twitter")
+    assert await share.publish("twitter", "hi", "round-1:twitter") == first
+    assert share.posts == [(first, "hi")]
+    share.available = False
+    assert (await share.publish("mastodon", "hi", "round-1:mastodon")).fallback
+    share.available = True
+    real = await share.publish("mastodon", "hi", "round-1:mastodon")
+    assert (real.post_id, real.fallback) == ("mastodon-3", False)
+    assert await share.publish("mastodon", "hi", "round-1:mastodon") == real
+    assert len(share.posts) == 3

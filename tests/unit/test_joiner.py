@@ -23,7 +23,7 @@ def tags(tenant: str) -> FinOpsTags:
     )
 
 
-def run(cid: str, tenant: str, variant: str) -> bytes:
+def run(cid: str, tenant: str, variant: str, platforms: tuple[str, ...] = ()) -> bytes:
     data = VariantRun(
         competition_id=cid,
         tenant=tenant,
@@ -34,6 +34,7 @@ def run(cid: str, tenant: str, variant: str) -> bytes:
         deadline_ms=NOW_MS + 60_000,
         cost_micros=10,
         tags=tags(tenant),
+        platforms=list(platforms),
     )
     return encode(envelope("variant.run", f"{cid}:{variant}", tenant, data, NOW_MS, "/t"))
 
@@ -79,10 +80,11 @@ class Joins:
         self.sent.append(orjson.loads(value)["data"])
 
 
-def joiner(rounds: InMemoryRounds, joins: Joins, letters: Letters) -> Joiner:
-    return Joiner(
-        rounds, joins.send, InMemoryShareAPI(), letters.policy(), 1_000, clock_ms=lambda: NOW_MS
-    )
+def joiner(
+    rounds: InMemoryRounds, joins: Joins, letters: Letters, share: InMemoryShareAPI | None = None
+) -> Joiner:
+    share = InMemoryShareAPI() if share is None else share
+    return Joiner(rounds, joins.send, share, letters.policy(), 1_000, clock_ms=lambda: NOW_MS)
 
 
 async def test_a_round_with_every_result_is_joined_once_and_stored_completed() -> None:
@@ -91,6 +93,21 @@ async def test_a_round_with_every_result_is_joined_once_and_stored_completed() -
     assert [(j["competitionId"], j["champion"]) for j in joins.sent] == [("c1", "b")]
     assert rounds.data["c1"]["completedMs"] == NOW_MS
     assert letters.sent == []
+
+
+async def test_a_round_replayed_after_a_lost_commit_posts_once_per_platform() -> None:
+    share, joins, letters = InMemoryShareAPI(), Joins(), Letters()
+    batch = [
+        record(run("c1", "acme", "a", ("twitter", "mastodon")), "c1"),
+        *whole_round("c1", "acme")[1:],
+    ]
+    for _ in range(2):  # the worker died before its commit: the round is joined from scratch
+        await joiner(InMemoryRounds(), joins, letters, share).process(batch)
+    assert sorted(share.by_key) == ["c1:mastodon", "c1:twitter"]
+    assert len(share.posts) == 2
+    first, again = (j["posts"] for j in joins.sent)
+    assert again == first
+    assert [p["platform"] for p in first] == ["twitter", "mastodon"]
 
 
 async def test_bad_records_are_dead_lettered_and_the_rest_of_the_batch_goes_on() -> None:
