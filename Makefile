@@ -22,9 +22,13 @@ kafka:
 run: install
 	$(BIN)/lapverse run
 
-# Everything on Apache Kafka, then the integration tier again on Tansu (the `make run` default).
+# Everything on Apache Kafka; the integration and end-to-end tiers again on Apache Kafka with
+# exactly-once transactions (the crash drills run in both modes in the first pass); then the
+# integration tier again on Tansu, the `make run` default.
 test: install tools kafka
 	LAPVERSE_EMBEDDED_BROKER=kafka $(BIN)/pytest -q tests
+	LAPVERSE_EMBEDDED_BROKER=kafka LAPVERSE_PROCESSING_GUARANTEE=exactly_once \
+		$(BIN)/pytest -q tests/integration tests/e2e --ignore tests/integration/test_crash.py
 	LAPVERSE_EMBEDDED_BROKER=tansu $(BIN)/pytest -q -m 'kafka and not slow' tests/integration
 
 test-fast: install tools kafka

@@ -13,6 +13,7 @@ from agents import kaggle as kaggle_agent
 from agents.fetchwait import use_fetch_max_wait
 from agents.highwaters import use_fetched_highwaters
 from agents.rewind import keep_records_across_seek_back
+from agents.transactions import Transactions, leave_offsets_to_transactions, use_read_committed
 from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.events import topics
@@ -34,6 +35,7 @@ class Worker:
     tables: dict[str, Any]
     services: services.ExternalServices
     dead_letters: DeadLetters
+    transactions: Transactions | None = None  # exactly once: the stateful agents' producers
 
     def owned(self, topic: str) -> set[int]:
         """Partitions of `topic` assigned to this worker; none while it rebalances."""
@@ -70,7 +72,7 @@ def create_worker(
         web_port=settings.worker_web_port,
         web_in_thread=False,
         producer_acks=-1,
-        processing_guarantee=settings.processing_guarantee,
+        processing_guarantee="at_least_once",  # exactly once is ours: agents/transactions.py
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         # Tansu holds a join for the rebalance timeout; keep it short so restarts rejoin fast.
@@ -100,6 +102,8 @@ def create_worker(
         app, settings, ConfigView(settings, dead_letters), metrics, tables, external, dead_letters
     )
     services.own(app, external)
+    if settings.processing_guarantee == "exactly_once":
+        worker.transactions = own_transactions(app, settings)
     families = families if families is not None else load_families()
     # Everything keyed by tenant id meets in the governor, co-partitioned with its tables.
     inbound = raw_topic(
@@ -174,3 +178,55 @@ def create_worker(
 
     app.service(ConfigViewOwner)
     return worker
+
+
+# The agents that keep tables, and the topics whose partition p is their task p.
+TRANSACTIONAL = {
+    "governor": (topics.TASKS, topics.TASK_RESULTS, topics.SELF_COMPETE, topics.COMPETITION_JOINS),
+    "joiner": (topics.VARIANT_RUNS, topics.VARIANT_RESULTS),
+}
+
+
+def own_transactions(app: faust.App, settings: Settings) -> Transactions:
+    """Exactly once: transactional producers for the stateful agents, on this app's partitions.
+
+    Each rebalance stops the producers of the revoked partitions and starts those of the
+    assigned ones before table recovery and the seek to committed offsets: starting one
+    fences the previous owner and waits until its open transaction has ended.
+    """
+    transactions = Transactions(settings.bootstrap_servers, app.conf.id)
+    owned = {agent: {settings.topic(t) for t in names} for agent, names in TRANSACTIONAL.items()}
+    use_read_committed(app)
+    leave_offsets_to_transactions(app, set().union(*owned.values()))
+
+    def partitions(agent: str, tps: Any) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic in owned[agent]}
+
+    tables = app.tables
+    recover = tables.on_rebalance
+
+    async def prepare_then_recover(
+        assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+    ) -> None:
+        # Starting a producer waits for its id's open transaction to end, so the offsets and
+        # changelogs read next include everything the previous owner committed.
+        for agent in owned:
+            await transactions.prepare(agent, partitions(agent, assigned))
+        await recover(assigned, revoked, newly_assigned, generation_id)
+
+    tables.on_rebalance = prepare_then_recover  # type: ignore[method-assign]
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def release(sender: Any, *args: Any, **kwargs: Any) -> None:
+        (revoked,) = args
+        for agent in owned:
+            await transactions.release(agent, partitions(agent, revoked))
+
+    class TransactionsOwner(faust.Service):
+        """Stops the producers with the worker."""
+
+        async def on_stop(self) -> None:
+            await transactions.stop()
+
+    app.service(TransactionsOwner)
+    return transactions

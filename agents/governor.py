@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import faust
 
+from agents.transactions import (
+    Positions,
+    Produce,
+    Transactions,
+    by_partition,
+    changelog_write,
+    offsets_of,
+    stop_after_failed_commit,
+)
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.admission import Policy
-from lapverse_streams.domain.batch import Inbound, Observation
+from lapverse_streams.domain.batch import BatchOutput, Inbound, Observation
 from lapverse_streams.domain.governor import Governor
 from lapverse_streams.events import topics
 from lapverse_streams.observability.metrics import Metrics
@@ -16,6 +26,8 @@ from lapverse_streams.variants.base import VariantFamily
 
 if TYPE_CHECKING:
     from agents.app import Worker
+
+AGENT = "governor"
 
 
 def register(
@@ -56,7 +68,7 @@ def register(
         task_types=task_types,
     )
 
-    @worker.app.agent(inbound, name="governor")
+    @worker.app.agent(inbound, name=AGENT)
     async def governor_agent(stream: Any) -> None:
         await worker.config.wait_ready(120)
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
@@ -78,21 +90,63 @@ def register(
                 for r in batch
             ):
                 await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
-            out = governor.process(batch)
-            for name, dirty in (
-                ("dedup", out.dirty_records),
-                ("ledger", out.dirty_ledgers),
-                ("burn", out.dirty_burns),
-                ("evolution", out.dirty_evolutions),
-            ):
-                table = tables[name]
-                for key, partition in dirty.items():
-                    table.send_changelog(partition, key, table.data[key])
-            for record in out.records:
-                await sinks[record.sink].send(
-                    key=record.key, value=record.value, headers=record.headers, force=True
+            if worker.transactions is None:
+                out = governor.process(batch)
+                await write_through_faust(out)
+                observe(worker, out.observations, len(batch))
+            else:
+                await commit_each_partition(worker.transactions, batch)
+
+    positions = Positions()
+
+    async def write_through_faust(out: BatchOutput) -> None:
+        """At least once: changelog writes and outputs go through Faust's producer."""
+        for name, dirty in dirty_keys(out):
+            table = tables[name]
+            for key, partition in dirty.items():
+                table.send_changelog(partition, key, table.data[key])
+        for record in out.records:
+            await sinks[record.sink].send(
+                key=record.key, value=record.value, headers=record.headers, force=True
+            )
+
+    async def commit_each_partition(transactions: Transactions, batch: list[Inbound]) -> None:
+        """Exactly once: each partition's share of the batch is decided and committed as one.
+
+        A failed commit leaves the tables ahead of the log, so the worker stops; it (or the
+        worker that takes its partitions) rebuilds them from the committed changelogs.
+        """
+        batch = positions.fresh(batch, lambda r: (r.topic, r.partition, r.offset))
+        parts = by_partition(batch, lambda r: r.partition)
+        outs = {p: governor.process(part) for p, part in parts.items()}
+        try:
+            await asyncio.gather(
+                *(
+                    transactions.commit(
+                        AGENT,
+                        p,
+                        [*changelog_writes(out), *outputs(out)],
+                        offsets_of((r.topic, r.partition, r.offset) for r in parts[p]),
+                    )
+                    for p, out in outs.items()
                 )
-            observe(worker, out.observations, len(batch))
+            )
+        except Exception as exc:
+            await stop_after_failed_commit(worker.app, AGENT, exc)
+            return
+        observe(worker, [o for out in outs.values() for o in out.observations], len(batch))
+
+    def changelog_writes(out: BatchOutput) -> list[Produce]:
+        return [
+            changelog_write(tables[name], partition, key, tables[name].data[key])
+            for name, dirty in dirty_keys(out)
+            for key, partition in dirty.items()
+        ]
+
+    def outputs(out: BatchOutput) -> list[Produce]:
+        return [
+            Produce(sinks[r.sink].get_topic_name(), r.key, r.value, r.headers) for r in out.records
+        ]
 
     @worker.app.timer(max(1.0, settings.redrive_after_ms / 4000))  # type: ignore[untyped-decorator]
     async def redrive_overdue() -> None:
@@ -117,6 +171,16 @@ def register(
         dedup = tables["dedup"]
         for key, partition in governor.forget_expired(now_ms(), partitions).items():
             dedup.send_changelog(partition, key, None, value_serializer="raw")  # a tombstone
+
+
+def dirty_keys(out: BatchOutput) -> tuple[tuple[str, dict[str, int]], ...]:
+    """Each table's keys the batch changed, with their partitions."""
+    return (
+        ("dedup", out.dirty_records),
+        ("ledger", out.dirty_ledgers),
+        ("burn", out.dirty_burns),
+        ("evolution", out.dirty_evolutions),
+    )
 
 
 def observe(worker: Worker, observations: list[Observation], batch_size: int) -> None:

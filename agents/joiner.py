@@ -13,6 +13,15 @@ import faust
 import orjson
 
 from agents.records import check_routing, consumed
+from agents.transactions import (
+    Collector,
+    Positions,
+    Produce,
+    by_partition,
+    changelog_write,
+    offsets_of,
+    stop_after_failed_commit,
+)
 from lapverse_streams.clients.share_api import ShareAPI
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.tournament import Round, VariantResult
@@ -84,22 +93,35 @@ class InMemoryRounds:
 
 
 class TableRounds(InMemoryRounds):
-    """A RoundStore on a Faust table: each write also goes to the table's changelog."""
+    """A RoundStore on a Faust table: each write also goes to the table's changelog.
 
-    def __init__(self, table: Any) -> None:
+    While `collector` collects (exactly once), the changelog writes go to it instead, for
+    the transaction of the batch.
+    """
+
+    def __init__(self, table: Any, collector: Collector | None = None) -> None:
         super().__init__(table.data)
         self.table = table
+        self.collector = collector or Collector()
 
     def put(self, partition: int, key: str, value: dict[str, Any]) -> None:
         """Store a round and log it."""
         self.data[key] = value
-        self.table.send_changelog(partition, key, value)
+        self._log(partition, key, value)
 
     def delete(self, partition: int | None, key: str) -> None:
         """Forget a round; its changelog gets a tombstone when the partition is known."""
         self.data.pop(key, None)
         if partition is not None:
+            self._log(partition, key, None)
+
+    def _log(self, partition: int, key: str, value: dict[str, Any] | None) -> None:
+        if self.collector.collecting:
+            self.collector.add(changelog_write(self.table, partition, key, value))
+        elif value is None:
             self.table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            self.table.send_changelog(partition, key, value)
 
 
 @dataclass
@@ -280,7 +302,9 @@ class Joiner:
         if champion is None or not platforms:
             return
         text = share_text(pending.meta.get("content", ""), pending.round, champion)
-        posts = await asyncio.gather(*(self.share.publish(p, text) for p in platforms))
+        posts = await asyncio.gather(
+            *(self.share.publish(p, text, f"{pending.round.competition_id}:{p}") for p in platforms)
+        )
         pending.meta["posts"] = [
             SharedPost(
                 platform=p.platform, post_id=p.post_id, url=p.url, fallback=p.fallback
@@ -368,25 +392,62 @@ def register_joiner(
     """Attach the joiner agent and its sweep of overdue rounds to the app."""
     settings = worker.settings
 
+    collector = Collector()
+    joins_topic = joins.get_topic_name()
+
     async def send_join(key: bytes, value: bytes) -> None:
-        await joins.send(key=key, value=value, force=True)
+        if collector.collecting:
+            collector.add(Produce(joins_topic, key, value))
+        else:
+            await joins.send(key=key, value=value, force=True)
 
     joiner = Joiner(
-        TableRounds(rounds),
+        TableRounds(rounds, collector),
         send_join,
         share,
         worker.dead_letters,
         settings.idempotency_retention_s * 1000,
     )
+    transactions = worker.transactions
+    exclusive = asyncio.Lock()  # exactly once: the agent and the sweep collect in turn
+    positions = Positions()
+
+    async def commit(partition: int, step: Awaitable[None], records: list[Consumed]) -> None:
+        """Exactly once: run `step` for one partition and commit what it wrote as one."""
+        assert transactions is not None
+        collector.start()
+        try:
+            await step
+        finally:
+            writes = collector.stop()
+        offsets = offsets_of((r.topic, r.partition, r.offset) for r in records)
+        try:
+            await transactions.commit(AGENT, partition, writes, offsets)
+        except Exception as exc:
+            await stop_after_failed_commit(worker.app, AGENT, exc)
+            raise
 
     @worker.app.agent(inbound, name=AGENT)
     async def joiner_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
-            await joiner.process([consumed(e.message) for e in events])
+            batch = [consumed(e.message) for e in events]
+            if transactions is None:
+                await joiner.process(batch)
+                continue
+            batch = positions.fresh(batch, lambda r: (r.topic, r.partition, r.offset))
+            async with exclusive:
+                for partition, part in by_partition(batch, lambda r: r.partition).items():
+                    await commit(partition, joiner.process(part), part)
 
     @worker.app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def close_overdue_rounds() -> None:
         """Complete rounds whose deadline passed with variants missing; forget old ones."""
         owned = worker.owned(runs_topic)
-        if owned:
+        if not owned:
+            return
+        if transactions is None:
             await joiner.close_overdue(owned)
+            return
+        async with exclusive:
+            for partition in sorted(owned):
+                await commit(partition, joiner.close_overdue({partition}), [])

@@ -45,6 +45,7 @@ class DecisionObserver:
         marker: bytes = ACCEPTED,
         track_keys: bool = False,
         on_record: Callable[[bytes], None] | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
@@ -64,6 +65,7 @@ class DecisionObserver:
         self.max_created_ms: int | None = None
         self.arrivals: list[Arrival] = []
         self._watches: list[Watch] = []
+        self._isolation_level = isolation_level  # read_committed under exactly once
 
     async def start(self) -> None:
         """Assign every partition and start reading in the background."""
@@ -72,6 +74,7 @@ class DecisionObserver:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=self._isolation_level,
         )
         await consumer.start()
         self._consumer = consumer

@@ -151,6 +151,22 @@ async def two_workers_phase(
             return await measure(first, decisions, events, timeout_s)
 
 
+async def exactly_once_phase(
+    settings: Settings, events: int, work_dir: Path, timeout_s: float
+) -> Throughput:
+    """Phase G: phase A's admission path in transactions, read as a committed reader would."""
+    decisions = DecisionObserver(
+        settings.bootstrap_servers,
+        settings.topic(topics.TASK_DECISIONS),
+        target=events,
+        isolation_level="read_committed",
+    )
+    async with observing(decisions):
+        child = await spawn_worker(settings, "worker-g", work_dir)
+        async with running(child):
+            return await measure(child, decisions, events, timeout_s)
+
+
 async def raw_phase(
     settings: Settings, events: int, work_dir: Path, timeout_s: float
 ) -> Throughput:

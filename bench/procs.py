@@ -79,6 +79,7 @@ async def spawn_worker(
         "LAPVERSE_WORKER_WEB_PORT": str(web_port or free_port()),
         "LAPVERSE_LOG_LEVEL": "WARNING",
         "LAPVERSE_WORKER_INSTANCE_ID": instance_id,
+        "LAPVERSE_PROCESSING_GUARANTEE": settings.processing_guarantee,
     }
     # cwd is work_dir so Faust's data directory does not land in the repository.
     return await spawn(

@@ -23,6 +23,7 @@ from bench.phases import (
     FaustRun,
     Recovery,
     Throughput,
+    exactly_once_phase,
     faust_phase,
     raw_phase,
     recovery_phase,
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--competitions", type=int, default=500, help="rounds in phase D")
     parser.add_argument("--skip-competitions", action="store_true", help="skip phase D")
     parser.add_argument("--skip-two-workers", action="store_true", help="skip phase E")
+    parser.add_argument(
+        "--skip-exactly-once", action="store_true", help="skip phase G (Apache Kafka only)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
     parser.add_argument(
         "--profile",
@@ -65,7 +69,9 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
     """Prepare the topics and events, then run the phases in order."""
     run_id = secrets.token_hex(3)
     revision = _git_revision()
-    base = dataclasses.replace(Settings.from_env(), broker_url=broker_url)
+    base = dataclasses.replace(
+        Settings.from_env(), broker_url=broker_url, processing_guarantee="at_least_once"
+    )
     faust_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-a.")
     raw_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-b.")
     bootstrap = base.bootstrap_servers
@@ -133,8 +139,24 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
             timeout_s=min(args.timeout, 90.0),
         )
         print(f"  longest gap between decisions {_secs(gap)}", flush=True)
+    eos = None
+    if not args.skip_exactly_once and base.embedded_broker == "kafka":
+        print("phase G: the admission path with exactly-once transactions ...", flush=True)
+        eos_settings = await fresh_prefix(
+            dataclasses.replace(base, processing_guarantee="exactly_once"),
+            f"bench-{run_id}-g.",
+            configs,
+        )
+        await produce(bootstrap, eos_settings.topic(topics.TASKS), requests)
+        eos = await exactly_once_phase(eos_settings, args.events, work_dir, args.timeout)
+        print(f"  {_rate(eos.per_s)} decisions/s in transactions", flush=True)
     results = report(args, revision, tenants, faust, raw, recovery, competitions, two)
     results["graceful_restart_longest_gap_s"] = gap
+    results["admitted_per_s_exactly_once"] = eos.per_s if eos else None
+    results["ratio_exactly_once_over_at_least_once"] = (
+        eos.per_s / admitted.per_s if eos and eos.per_s and admitted.per_s else None
+    )
+    results["phases"]["exactly_once"] = dataclasses.asdict(eos) if eos else None
     return results
 
 
@@ -217,6 +239,7 @@ def print_table(results: dict[str, Any]) -> None:
         ("events", f"{results['events']} over {results['tenants']} tenants"),
         ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
         ("admitted/s, two workers", _rate(results.get("admitted_per_s_two_workers"))),
+        ("admitted/s, exactly once", _eos(results)),
         ("graceful restart: longest gap", _secs(results.get("graceful_restart_longest_gap_s"))),
         ("competitions/s (self-compete)", _competitions(results)),
         ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
@@ -261,6 +284,12 @@ def print_table(results: dict[str, Any]) -> None:
 
 def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _eos(results: dict[str, Any]) -> str:
+    ratio = results.get("ratio_exactly_once_over_at_least_once")
+    cost = f"  ({ratio:.2f} x at least once)" if ratio else ""
+    return _rate(results.get("admitted_per_s_exactly_once")) + cost
 
 
 def _secs(value: float | None) -> str:

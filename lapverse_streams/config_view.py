@@ -49,6 +49,7 @@ class ConfigView:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=self._settings.isolation_level,
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,  # catch_up() polls twice
         )
         await consumer.start()

@@ -41,6 +41,13 @@ def run_all(settings: Settings) -> int:
     broker: Broker | None = None
     if host in ("127.0.0.1", "localhost") and not port_is_open(host, port):
         engine = settings.embedded_broker
+        if engine == "tansu" and settings.processing_guarantee == "exactly_once":
+            print(
+                "LAPVERSE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which "
+                "Tansu does not have: set LAPVERSE_EMBEDDED_BROKER=kafka",
+                file=sys.stderr,
+            )
+            return 2
         broker = embedded_broker(engine, port, host, log_path=logs / "broker.log")
         broker.start()
         name = "Apache Kafka" if engine == "kafka" else "Tansu"

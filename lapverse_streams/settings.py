@@ -23,7 +23,7 @@ class Settings:
 
     broker_url: str = "kafka://127.0.0.1:9092"
     embedded_broker: str = "tansu"  # or "kafka": what `make run` and the tests start
-    processing_guarantee: str = "at_least_once"  # exactly_once is refused for now (ADR 0003)
+    processing_guarantee: str = "at_least_once"  # or exactly_once (Apache Kafka only, ADR 0004)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_web_host: str = "127.0.0.1"
@@ -117,18 +117,19 @@ class Settings:
             raise ValueError("LAPVERSE_BROKER_URL must look like kafka://host:port")
         if self.embedded_broker not in ("tansu", "kafka"):
             raise ValueError("LAPVERSE_EMBEDDED_BROKER must be tansu or kafka")
-        if self.processing_guarantee == "exactly_once":
-            raise ValueError(
-                "LAPVERSE_PROCESSING_GUARANTEE=exactly_once is not offered yet: Faust's "
-                "transactions do not fit this topology (docs/decisions/0003); the product "
-                "is correct under at_least_once by its own dedup state"
-            )
-        if self.processing_guarantee != "at_least_once":
-            raise ValueError("LAPVERSE_PROCESSING_GUARANTEE must be at_least_once")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ValueError("LAPVERSE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.topic_partitions < 1:
             raise ValueError("LAPVERSE_TOPIC_PARTITIONS must be at least 1")
         if not 0 < self.default_slo_target < 1:
             raise ValueError("LAPVERSE_DEFAULT_SLO_TARGET must be between 0 and 1")
+
+    @property
+    def isolation_level(self) -> str:
+        """How readers read: only committed transactions' records under exactly once."""
+        return (
+            "read_committed" if self.processing_guarantee == "exactly_once" else "read_uncommitted"
+        )
 
     @property
     def bootstrap_servers(self) -> str:

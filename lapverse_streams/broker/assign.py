@@ -33,9 +33,14 @@ async def at_fetch_highwater(consumer: AIOKafkaConsumer, partitions: list[TopicP
     """True once every partition's position reached the high watermark of its last fetch.
 
     Not end_offsets(): Tansu 0.6 answers ListOffsets with the last batch's base offset + 1.
+    A `read_committed` reader is caught up at the last stable offset instead.
     """
+    committed_only = consumer._isolation_level == "read_committed"
     for tp in partitions:
         highwater = consumer.highwater(tp)
+        stable = consumer.last_stable_offset(tp) if committed_only else None
+        if highwater is not None and stable is not None and stable >= 0:
+            highwater = stable  # an open transaction's records are not readable yet
         if highwater is None or await consumer.position(tp) < highwater:
             return False
     return True

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 REQUEST_ID = "lapverse-request-id"
 REPLAYED = "lapverse-replayed"
+REDRIVEN = "lapverse-redriven"  # a decision sent again because its result is overdue
 REPLY_ONLY = "lapverse-reply-only"
 SOURCE = "/lapverse/governor"
 FINAL = ("completed", "failed")

@@ -15,6 +15,7 @@ from lapverse_streams.domain.admission import Policy, Verdict, admit
 from lapverse_streams.domain.arena import Referee, fan_out
 from lapverse_streams.domain.batch import (
     FINAL,
+    REDRIVEN,
     REPLAYED,
     REPLY_ONLY,
     REQUEST_ID,
@@ -437,11 +438,12 @@ class Governor:
                 record["redrivenMs"] = (
                     now_ms  # in memory only: a restart redrives again, harmlessly
                 )
+                marked = [(REDRIVEN, b"1")]
                 if record.get("kind") == "competition":
-                    out.extend(fan_out(record["decision"], []))
+                    out.extend(fan_out(record["decision"], marked))
                 else:
                     decision = record["decision"].encode()
-                    out.append(Outbound("decisions", tenant_id.encode(), decision, []))
+                    out.append(Outbound("decisions", tenant_id.encode(), decision, marked))
         return out
 
     def forget_expired(self, now_ms: int, partitions: set[int]) -> dict[str, int]:

@@ -116,6 +116,7 @@ class Bridge:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=self.settings.isolation_level,
             fetch_max_wait_ms=50,
         )
         await consumer.start()

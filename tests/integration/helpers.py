@@ -95,7 +95,10 @@ async def read_topic(
 ) -> list[Any]:
     """Read a topic from the beginning (all partitions, no group) until `until(records)`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=settings.isolation_level,  # under exactly once: committed records only
     )
     await consumer.start()
     try:
@@ -125,10 +128,34 @@ async def ledger_of(
     return orjson.loads(values[-1]) if values else {}
 
 
+def distinct(field: str, at_least: int) -> Callable[[list[Any]], bool]:
+    """A `read_topic` condition: at least `at_least` different values of `data[field]`."""
+
+    def enough(records: list[Any]) -> bool:
+        return len({orjson.loads(r.value)["data"][field] for r in records}) >= at_least
+
+    return enough
+
+
+async def settled_ledger(settings: Settings, tenant: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The tenant's ledger once it has spent and holds no reservation (or at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    ledger: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ledger = await ledger_of(settings, tenant)
+        if ledger.get("spend") and not ledger["reserved"]:
+            break
+        await asyncio.sleep(0.5)
+    return ledger
+
+
 async def drain(settings: Settings, topic: str) -> list[Any]:
     """Every record currently in a topic (full name)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=settings.isolation_level,  # under exactly once: committed records only
     )
     await consumer.start()
     try:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -18,7 +17,7 @@ from lapverse_streams.events import topics
 from lapverse_streams.events.codec import encode, envelope
 from lapverse_streams.events.models import TaskRequested
 from tests.conftest import ENGINE, Stack
-from tests.integration.helpers import ADMIN, create_tenant, ledger_of, read_topic
+from tests.integration.helpers import ADMIN, create_tenant, distinct, read_topic, settled_ledger
 
 pytestmark = [
     pytest.mark.kafka,
@@ -96,19 +95,10 @@ async def share_then_lose_one(stack: Stack) -> None:
     finally:
         await producer.stop()
 
-    def all_done(records: list[Any]) -> bool:
-        return len({orjson.loads(r.value)["data"]["taskId"] for r in records}) >= TASKS
-
-    await read_topic(settings, topics.TASK_RESULTS, all_done, timeout_s=120)
+    await read_topic(settings, topics.TASK_RESULTS, distinct("taskId", TASKS), timeout_s=120)
     assert len(await until_split(stack, 1)) == 1  # the survivor holds everything now
     period = billing_period(int(time.time() * 1000))
     for tenant in TENANTS:  # every task completed once and charged once
-        deadline = time.monotonic() + 30
-        ledger: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            ledger = await ledger_of(settings, tenant)
-            if ledger.get("spend") and not ledger["reserved"]:
-                break
-            await asyncio.sleep(0.5)
+        ledger = await settled_ledger(settings, tenant)
         assert ledger["reserved"] == {}, tenant
         assert ledger["spend"] == {period: {"ops": TASKS // len(TENANTS) * 10_000}}, tenant

@@ -37,9 +37,15 @@ def test_secrets_from_the_environment_stay_hidden() -> None:
     assert "kag-91ab" not in repr(settings)
 
 
-def test_exactly_once_is_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="not offered yet"):
-        Settings.from_env({"LAPVERSE_PROCESSING_GUARANTEE": "exactly_once"})
+def test_exactly_once_makes_readers_read_committed() -> None:
+    settings = Settings.from_env({"LAPVERSE_PROCESSING_GUARANTEE": "exactly_once"})
+    assert settings.isolation_level == "read_committed"
+    assert Settings.from_env({}).isolation_level == "read_uncommitted"
+
+
+def test_an_unknown_guarantee_is_refused_naming_both() -> None:
+    with pytest.raises(ValueError, match="at_least_once or exactly_once"):
+        Settings.from_env({"LAPVERSE_PROCESSING_GUARANTEE": "at_most_once"})
 
 
 def test_an_unknown_engine_is_refused() -> None:
