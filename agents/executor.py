@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
+from opentelemetry import trace
 
 from agents.records import check_routing, consumed
 from lapverse_streams.clock import now_ms
@@ -24,16 +25,17 @@ from lapverse_streams.events.codec import (
     envelope,
     header,
     parse_data,
-    trace_of,
 )
 from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import TaskDecision, TaskResult, TaskStarted
 from lapverse_streams.handlers.base import Outcome, TaskHandler
+from lapverse_streams.observability.tracing import consumer_span, inject_headers
 
 if TYPE_CHECKING:
     from agents.app import Worker
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lapverse.executor")
 SOURCE = "/lapverse/executor"
 AGENT = "executor"
 # Decisions that are not work for the executor: they share its topic and pass it by.
@@ -138,10 +140,18 @@ class Executor:
         task.add_done_callback(self._running.discard)
 
     async def _run(self, job: Job) -> None:
+        request = job.decision.request
+        attributes = {
+            "lapverse.task_id": job.decision.task_id,
+            "lapverse.task_type": request.type,
+            "lapverse.tenant": request.tenant,
+        }
         try:
-            await self.run_and_report(job)
-        except Exception as exc:  # e.g. a result that cannot be sent: the redrive reruns it
-            await self.dead_letters.failed(AGENT, job.record, exc)
+            with consumer_span(tracer, "execute task", job.record.headers, attributes):
+                try:
+                    await self.run_and_report(job)
+                except Exception as exc:  # e.g. a result that cannot be sent: the redrive reruns it
+                    await self.dead_letters.failed(AGENT, job.record, exc)
         finally:
             if not self._stopping:
                 for following in self.slots.finished(job.tenant):
@@ -150,7 +160,7 @@ class Executor:
     async def run_and_report(self, job: Job) -> None:
         """Announce the task, run it, send its result; dead-letter it when retries ran out."""
         decision, request = job.decision, job.decision.request
-        trace = trace_of(job.record.headers)
+        trace_headers = inject_headers()  # what the task causes continues the current span
         started = TaskStarted(
             task_id=decision.task_id,
             type=request.type,
@@ -161,13 +171,29 @@ class Executor:
         note = envelope(
             "task.started", f"{decision.task_id}:started", request.tenant, started, now_ms(), SOURCE
         )
-        await self.send_progress(request.tenant.encode(), encode(note), trace)
+        await self.send_progress(request.tenant.encode(), encode(note), trace_headers)
         result = await self.execute(decision)
+        span = trace.get_current_span()
+        span.set_attributes(
+            {"lapverse.outcome": result.status, "lapverse.attempts": result.attempts}
+        )
+        if result.status == "failed":
+            span.set_status(trace.StatusCode.ERROR, result.error)
+        log.info(
+            "task %s",
+            result.status,
+            extra={
+                "taskId": decision.task_id,
+                "type": request.type,
+                "attempts": result.attempts,
+                "durationMs": result.duration_ms,
+            },
+        )
         short = f"task.{result.status}"
         event = envelope(
             short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
         )
-        await self.send_result(request.tenant.encode(), encode(event), trace)
+        await self.send_result(request.tenant.encode(), encode(event), trace_headers)
         if result.status == "failed":  # retries exhausted: the decision goes to the DLQ too
             cause = result.error or "failed"
             await self.dead_letters.put(AGENT, job.record, "handler_failed", cause)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from agents.governor_spans import TracedGovernor
 from agents.transactions import (
     Positions,
     Produce,
@@ -19,7 +20,6 @@ from agents.transactions import (
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.admission import Policy
 from lapverse_streams.domain.batch import BatchOutput, Inbound, Observation
-from lapverse_streams.domain.governor import Governor
 from lapverse_streams.events import topics
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.variants.base import VariantFamily
@@ -46,7 +46,7 @@ def register(
         settings.topic(topics.SELF_COMPETE): "rounds",
         settings.topic(topics.COMPETITION_JOINS): "joins",
     }
-    governor = Governor(
+    governor = TracedGovernor(  # the governor, with a span per record (agents/governor_spans.py)
         records=tables["dedup"].data,
         ledgers=tables["ledger"].data,
         burns=tables["burn"].data,

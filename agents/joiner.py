@@ -6,11 +6,13 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import faust
 import orjson
+from opentelemetry import trace
 
 from agents.records import check_routing, consumed
 from agents.transactions import (
@@ -25,7 +27,14 @@ from agents.transactions import (
 from lapverse_streams.clients.share_api import ShareAPI
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.tournament import Round, VariantResult
-from lapverse_streams.events.codec import PoisonMessage, decode, encode, envelope, parse_data
+from lapverse_streams.events.codec import (
+    PoisonMessage,
+    decode,
+    encode,
+    envelope,
+    header,
+    parse_data,
+)
 from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import (
     CompetitionJoined,
@@ -35,11 +44,18 @@ from lapverse_streams.events.models import (
     VariantRun,
     VariantSummary,
 )
+from lapverse_streams.observability.tracing import (
+    TRACEPARENT,
+    Attributes,
+    consumer_span,
+    inject_headers,
+)
 
 if TYPE_CHECKING:
     from agents.app import Worker
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lapverse.joiner")
 SOURCE = "/lapverse/tournament"
 AGENT = "joiner"
 SWEEP_INTERVAL_S = 1.0
@@ -130,7 +146,7 @@ class Pending:
 
     round: Round
     partition: int
-    meta: dict[str, Any]  # tags, content, platforms and (once published) posts
+    meta: dict[str, Any]  # tags, content, platforms, traceparent and (once published) posts
     was_done: bool
     records: tuple[Consumed, ...] = ()
 
@@ -148,6 +164,9 @@ class Pending:
         )
         if isinstance(item, VariantRun) and "platforms" not in following.meta:
             following.meta.update(content=item.content, platforms=item.platforms)
+        traceparent = header(record.headers, TRACEPARENT)
+        if traceparent and TRACEPARENT not in following.meta:  # the round's trace, for its join
+            following.meta[TRACEPARENT] = traceparent
         if isinstance(item, VariantResultEvent):
             following.round.record(
                 VariantResult(
@@ -177,7 +196,7 @@ def stored(raw: Any) -> Pending:
     """A round as the table holds it; raises for a value that is not a readable round."""
     if not isinstance(raw, dict):
         raise PoisonMessage("wrong_schema", "a stored round must be an object")
-    meta = {k: raw[k] for k in ("tags", "content", "platforms", "posts") if k in raw}
+    meta = {k: raw[k] for k in ("tags", "content", "platforms", "posts", TRACEPARENT) if k in raw}
     FinOpsTags.model_validate(meta.get("tags"))
     completed_ms = raw.get("completedMs")
     if completed_ms is not None and not isinstance(completed_ms, int):
@@ -271,7 +290,8 @@ class Joiner:
 
     async def _settle(self, pending: Pending, now: int) -> None:
         if pending.was_done:  # a redelivery or a redrive: the join may have been lost
-            await self._emit(pending, self._joined(pending))
+            with join_span(pending, redelivered=True):
+                await self._emit(pending, self._joined(pending))
         elif pending.round.is_ready(now):
             await self._finish(pending, now)
         else:
@@ -279,11 +299,12 @@ class Joiner:
 
     async def _finish(self, pending: Pending, now: int) -> None:
         """Close a ready round: publish, build the join, record it, then emit it."""
-        pending.round.complete()
-        await self._publish(pending)
-        joined = self._joined(pending)
-        self._store(pending, now)
-        await self._emit(pending, joined)
+        with join_span(pending):
+            pending.round.complete()
+            await self._publish(pending)
+            joined = self._joined(pending)
+            self._store(pending, now)
+            await self._emit(pending, joined)
 
     def _store(self, pending: Pending, completed_ms: int | None) -> None:
         key = pending.round.competition_id
@@ -359,6 +380,25 @@ class Joiner:
         self.rounds.delete(part, key)
 
 
+def join_span(pending: Pending, redelivered: bool = False) -> AbstractContextManager[trace.Span]:
+    """The join's span: a child of the last record of the round in the batch, else of the round.
+
+    The join it emits carries this span on (`send_join` injects the current context).
+    """
+    carried = [r.headers for r in pending.records if header(r.headers, TRACEPARENT)]
+    parent = carried[-1] if carried else [(TRACEPARENT, pending.meta.get(TRACEPARENT))]
+    joined_round = pending.round
+    attributes: Attributes = {
+        "lapverse.competition_id": joined_round.competition_id,
+        "lapverse.tenant": joined_round.tenant,
+        "lapverse.family": joined_round.family,
+        "lapverse.variants_expected": len(joined_round.expected),
+        "lapverse.variants_received": len(joined_round.results),
+        "lapverse.redelivered": redelivered,
+    }
+    return consumer_span(tracer, "join competition", parent, attributes)
+
+
 def summary(result: VariantResult | None) -> VariantSummary:
     """One variant's line in the joined round."""
     if result is None:
@@ -396,10 +436,11 @@ def register_joiner(
     joins_topic = joins.get_topic_name()
 
     async def send_join(key: bytes, value: bytes) -> None:
+        headers = inject_headers()  # the join's span (join_span), for the governor's settlement
         if collector.collecting:
-            collector.add(Produce(joins_topic, key, value))
+            collector.add(Produce(joins_topic, key, value, headers))
         else:
-            await joins.send(key=key, value=value, force=True)
+            await joins.send(key=key, value=value, headers=headers, force=True)
 
     joiner = Joiner(
         TableRounds(rounds, collector),

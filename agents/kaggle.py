@@ -8,12 +8,14 @@ to 100 % on lapverse-flags. Kaggle trouble only ever delays this agent, never ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
+from opentelemetry import trace
 
 from agents.records import check_routing, consumed
 from lapverse_streams.clients.breaker import CircuitBreaker, RequestRefused, ServiceFailure
@@ -39,12 +41,14 @@ from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import KaggleStage
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.observability.services import ServiceMetrics
+from lapverse_streams.observability.tracing import consumer_span, inject_headers
 from lapverse_streams.settings import Settings
 
 if TYPE_CHECKING:
     from agents.app import Worker
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lapverse.kaggle")
 SERVICE = "kaggle"  # the service's name, and the agent's
 Send = Callable[[Outbound], Awaitable[None]]
 
@@ -189,16 +193,33 @@ class KaggleAgent:
         """Run one record's stage and send its outputs in order, or dead-letter the record."""
         try:
             request = parse_stage(record)
-            if request is None:
-                return
-            outcome, outputs = await self.run(*request)
-            for out in outputs:
-                await self.send(out)
-            if outcome.status == "failed":  # retries ran out: the request goes to the DLQ too
-                cause = outcome.reason or "failed"
-                await self.dead_letters.put(SERVICE, record, "stage_failed", cause)
         except Exception as exc:  # one record's failure is that record's alone
-            await self.dead_letters.failed(SERVICE, record, exc)
+            with consumer_span(tracer, "kaggle stage", record.headers) as span:
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                await self.dead_letters.failed(SERVICE, record, exc)
+            return
+        if request is None:  # an outcome: no span, the stage that sent it has one
+            return
+        stage, data = request
+        attributes = {
+            "lapverse.competition_id": data.competition_id,
+            "lapverse.tenant": data.tenant,
+            "lapverse.family": data.family,
+            "lapverse.stage": stage,
+        }
+        with consumer_span(tracer, f"kaggle {stage}", record.headers, attributes) as span:
+            try:
+                outcome, outputs = await self.run(stage, data)
+                span.set_attribute("lapverse.status", outcome.status)
+                for out in outputs:  # the next stage continues this span's trace
+                    await self.send(dataclasses.replace(out, headers=inject_headers(out.headers)))
+                if outcome.status == "failed":  # retries ran out: the request goes to the DLQ too
+                    span.set_status(trace.StatusCode.ERROR, outcome.reason)
+                    cause = outcome.reason or "failed"
+                    await self.dead_letters.put(SERVICE, record, "stage_failed", cause)
+            except Exception as exc:  # one record's failure is that record's alone
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                await self.dead_letters.failed(SERVICE, record, exc)
 
     async def run(self, stage: Stage, data: KaggleStage) -> tuple[StageOutcome, list[Outbound]]:
         """The stage's outcome, and what it yields."""

@@ -5,15 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import faust
+from opentelemetry import trace
 
 from lapverse_streams.clients.breaker import CircuitBreaker
 from lapverse_streams.clients.news_ai import SERVICE as NEWS_AI
-from lapverse_streams.clients.news_ai import NewsAIClient
+from lapverse_streams.clients.news_ai import NewsAIClient, Sentiment
 from lapverse_streams.clients.share_api import SERVICE as SHARE_API
 from lapverse_streams.clients.share_api import ShareAPIClient
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.observability.services import ServiceMetrics
 from lapverse_streams.settings import Settings
+
+tracer = trace.get_tracer("lapverse.services")
+
+
+class TracedNewsAI(NewsAIClient):
+    """The News AI client with a client span per call: a child of the task that asked."""
+
+    async def sentiment(self, text: str) -> Sentiment:
+        """The sentiment of `text`, or the neutral fallback (the span then fails)."""
+        with tracer.start_as_current_span(
+            "news_ai sentiment", kind=trace.SpanKind.CLIENT, attributes={"peer.service": NEWS_AI}
+        ) as span:
+            answer = await super().sentiment(text)
+            span.set_attributes(
+                {"lapverse.fallback": answer.fallback, "lapverse.label": answer.label}
+            )
+            if answer.fallback:
+                span.set_status(trace.StatusCode.ERROR, "no answer: the neutral fallback")
+            return answer
 
 
 @dataclass
@@ -44,7 +64,7 @@ class ExternalServices:
 def build_services(settings: Settings, metrics: Metrics) -> ExternalServices:
     """Clients configured from settings (spec: News AI 3 s / 50 failures, Share API 2 s / 30)."""
     observer = ServiceMetrics(metrics)
-    news_ai = NewsAIClient(
+    news_ai = TracedNewsAI(
         settings.news_ai_url,
         settings.news_ai_key or None,
         timeout_ms=settings.news_ai_timeout_ms,

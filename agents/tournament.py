@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import faust
+from opentelemetry import trace
 
 from agents.joiner import register_joiner
 from agents.records import check_routing, consumed
@@ -20,11 +21,11 @@ from lapverse_streams.events.codec import (
     encode,
     envelope,
     parse_data,
-    trace_of,
 )
 from lapverse_streams.events.deadletter import Consumed, DeadLetters
 from lapverse_streams.events.models import VariantResultEvent, VariantRun
 from lapverse_streams.observability.metrics import Metrics
+from lapverse_streams.observability.tracing import consumer_span, inject_headers
 from lapverse_streams.variants.base import FamilyInputError, VariantFamily
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["VariantRunner", "parse_run", "register_joiner", "register_runner"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lapverse.tournament")
 SOURCE = "/lapverse/tournament"
 AGENT = "variant-runner"
 UNKNOWN = "unknown"  # the metric label of a family or variant that is not installed
@@ -73,13 +75,23 @@ class VariantRunner:
 
     async def take(self, record: Consumed) -> None:
         """Run one record's variant and send its result, or dead-letter the record."""
-        try:
-            run = parse_run(record)
-            await self.run_one(run, trace_of(record.headers))
-        except Exception as exc:  # one record's failure is that record's alone
-            await self.dead_letters.failed(AGENT, record, exc)
+        with consumer_span(tracer, "run variant", record.headers) as span:
+            try:
+                run = parse_run(record)
+                span.set_attributes(
+                    {
+                        "lapverse.competition_id": run.competition_id,
+                        "lapverse.tenant": run.tenant,
+                        "lapverse.family": run.family,
+                        "lapverse.variant": run.variant,
+                    }
+                )
+                await self.run_one(run, inject_headers())
+            except Exception as exc:  # one record's failure is that record's alone
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                await self.dead_letters.failed(AGENT, record, exc)
 
-    async def run_one(self, run: VariantRun, trace: Headers) -> None:
+    async def run_one(self, run: VariantRun, trace_headers: Headers) -> None:
         """Run the variant (a failing variant is a `failed` result) and send its result."""
         started = time.monotonic()
         status, score, output, error = "failed", None, None, None
@@ -114,9 +126,13 @@ class VariantRunner:
             tags=run.tags,
             finished_at_ms=now_ms(),
         )
+        span = trace.get_current_span()
+        span.set_attribute("lapverse.status", status)
+        if status != "ok":
+            span.set_status(trace.StatusCode.ERROR, error)
         event_id = f"{run.competition_id}:{run.variant}:result"
         event = envelope("variant.result", event_id, run.tenant, result, now_ms(), SOURCE)
-        await self.send_result(run.competition_id.encode(), encode(event), trace)
+        await self.send_result(run.competition_id.encode(), encode(event), trace_headers)
         family_label, variant_label = self.labels(run)
         self.metrics.variant_runs.labels(family_label, variant_label, status).inc()
         if score is not None:

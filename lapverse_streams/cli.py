@@ -60,8 +60,15 @@ def run_worker(settings: Settings) -> int:
 
     from agents.app import create_worker
     from lapverse_streams.observability.logging import configure_logging, logging_config
+    from lapverse_streams.observability.tracing import setup_tracing
 
     configure_logging("lapverse-worker", settings.log_level)
+    provider = setup_tracing(
+        "lapverse-worker",
+        settings.environment,
+        settings.otlp_endpoint or None,
+        settings.trace_sample_ratio,
+    )
     worker = create_worker(settings)
     # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.
     faust_worker = faust.Worker(
@@ -72,7 +79,10 @@ def run_worker(settings: Settings) -> int:
     )
     # Faust's terminal spinner sets the root logger to DEBUG; every debug call then costs CPU.
     faust_worker.spinner = None
-    faust_worker.execute_from_commandline()
+    try:
+        faust_worker.execute_from_commandline()  # exits with SystemExit once stopped
+    finally:
+        provider.shutdown()  # export the spans still queued
     return 0
 
 

@@ -293,6 +293,7 @@ class Referee:
     ) -> None:
         """Apply a joined round to the stores and emit its events; a redelivery re-emits them."""
         tenant_id = existing["tenant"]
+        trace = trace_of(record.headers)  # the round's trace goes on to all it settles
         if existing["status"] == "rejected":
             raise PoisonMessage(
                 "unknown_competition", f"round {joined.competition_id} was rejected"
@@ -300,7 +301,7 @@ class Referee:
         if existing["status"] == "completed":
             if existing.get("finalOffset") == record.offset:  # redelivered: outputs may be lost
                 out.records.extend(
-                    Outbound(sink, key.encode(), value.encode(), [])
+                    Outbound(sink, key.encode(), value.encode(), list(trace))
                     for sink, key, value in existing["outputs"]
                 )
             else:
@@ -321,7 +322,10 @@ class Referee:
         good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
         rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)
         decision, evolution = self._evolve(joined, rate, record, out)
-        outputs = settled_outputs(existing, joined, decision, evolution.promotions, rate, now_ms)
+        outputs = [
+            Outbound(o.sink, o.key, o.value, [*o.headers, *trace])
+            for o in settled_outputs(existing, joined, decision, evolution.promotions, rate, now_ms)
+        ]
         self.records[joined.competition_id] = {
             **existing,
             "status": "completed",
@@ -367,6 +371,8 @@ class Referee:
         )
         decision = evaluate(evolution, rate, self.policy)
         apply(evolution, decision)
+        if decision.promote:
+            evolution.promoted_ms = joined.joined_at_ms
         last = {"offset": record.offset, "decision": decision.to_json()}
         self.evolutions[key] = {**evolution.to_json(), "last": last}
         out.dirty_evolutions[key] = record.partition

@@ -115,7 +115,9 @@ class Routes:
         self._in_flight.add(request_id)
         try:
             with tracer.start_as_current_span(
-                f"submit {short}", attributes={"lapverse.request_id": request_id}
+                f"submit {short}",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={"lapverse.request_id": request_id, "lapverse.tenant": tenant_id},
             ):
                 event = envelope(short, key, tenant_id, data, now_ms(), SOURCE)
                 reply_id = uuid.uuid4().hex

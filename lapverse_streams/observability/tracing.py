@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -11,17 +12,31 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 _TRACES_PATH = "/v1/traces"
 _global_lock = threading.Lock()
+_W3C = TraceContextTextMapPropagator()
+TRACEPARENT = "traceparent"
+Attributes = Mapping[str, AttributeValue]
 
 
-def setup_tracing(service_name: str, environment: str, otlp_endpoint: str | None) -> TracerProvider:
-    """Build a tracer provider, exporting over OTLP/HTTP when an endpoint is given."""
+def setup_tracing(
+    service_name: str, environment: str, otlp_endpoint: str | None, sample_ratio: float = 1.0
+) -> TracerProvider:
+    """Build a tracer provider, exporting over OTLP/HTTP when an endpoint is given.
+
+    A trace started here is sampled at `sample_ratio`; one continued from a caller or a record
+    follows the caller's decision, so a trace is kept or dropped whole.
+    """
     resource = Resource.create(
         {"service.name": service_name, "deployment.environment": environment}
     )
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
     if otlp_endpoint:
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(_traces_url(otlp_endpoint)))
@@ -39,10 +54,15 @@ def _traces_url(otlp_endpoint: str) -> str:
     return base if base.endswith(_TRACES_PATH) else base + _TRACES_PATH
 
 
-def inject_headers(headers: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
-    """Return `headers` plus the current trace context (W3C `traceparent`, `tracestate`)."""
+def inject_headers(
+    headers: list[tuple[str, bytes]] | None = None, context: Context | None = None
+) -> list[tuple[str, bytes]]:
+    """Return `headers` plus the trace context (W3C `traceparent`, `tracestate`).
+
+    The context is the current one unless `context` is given.
+    """
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=context)
     injected = {key.lower() for key in carrier}
     kept = [(key, value) for key, value in headers or () if key.lower() not in injected]
     return kept + [(key, value.encode()) for key, value in carrier.items()]
@@ -57,6 +77,38 @@ def extract_context(headers: Sequence[tuple[str, bytes | str | None]] | None) ->
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         carrier[key.lower()] = text
     return propagate.extract(carrier)
+
+
+def caller_context(headers: Mapping[str, str]) -> Context:
+    """The W3C trace context an HTTP caller sent (`traceparent`, `tracestate`); nothing else.
+
+    A caller's baggage is not taken: it would travel on in every record the request causes.
+    """
+    return _W3C.extract(headers)
+
+
+@contextmanager
+def consumer_span(
+    tracer: trace.Tracer,
+    name: str,
+    headers: Sequence[tuple[str, bytes | str | None]] | None,
+    attributes: Attributes | None = None,
+) -> Iterator[trace.Span]:
+    """A span, current while it lasts, for handling a record: a child of the trace it carries."""
+    with tracer.start_as_current_span(
+        name,
+        context=extract_context(headers),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    ) as span:
+        yield span
+
+
+def traceparent(span: trace.Span) -> str | None:
+    """The W3C `traceparent` of `span` (`00-<trace id>-<span id>-<flags>`), None if invalid."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get(TRACEPARENT)
 
 
 def current_trace_id() -> str | None:

@@ -22,6 +22,7 @@ from lapverse_streams.observability.logging import (
     logging_config,
     redact,
 )
+from lapverse_streams.observability.tracing import consumer_span
 
 API_KEY = "lv_" + "Ab3_-x" * 6  # 36 url-safe chars after the prefix
 ISSUED_KEY = "lv_" + "Qw3_-e" * 7 + "r"  # as the gateway issues them: 43 url-safe chars
@@ -215,6 +216,25 @@ def test_trace_and_span_ids_come_from_the_current_span(
     assert line["traceId"] == trace.format_trace_id(context.trace_id)
     assert line["spanId"] == trace.format_span_id(context.span_id)
     assert re.fullmatch(r"[0-9a-f]{32}", line["traceId"])
+
+
+def test_a_line_logged_while_a_record_is_handled_carries_the_records_trace(
+    json_logger: tuple[logging.Logger, LogLines],
+) -> None:
+    logger, lines = json_logger
+    provider = TracerProvider()
+    record_trace = "0af7651916cd43dd8448eb211c80319c"
+    headers = [("traceparent", f"00-{record_trace}-b7ad6b7169203331-01".encode())]
+    with consumer_span(provider.get_tracer("test"), "handle", headers) as span:
+        logger.info("task completed", extra={"taskId": "t1"})
+    logger.info("between records")
+    provider.shutdown()
+
+    inside, outside = lines()
+    assert inside["traceId"] == record_trace
+    assert inside["spanId"] == trace.format_span_id(span.get_span_context().span_id)
+    assert inside["taskId"] == "t1"
+    assert "traceId" not in outside
 
 
 def test_exception_traceback_is_included_and_redacted(
