@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from agents import executor, governor, heartbeat, services, tournament, web
+from agents import executor, gauges, governor, heartbeat, services, tournament, web
 from agents import kaggle as kaggle_agent
 from agents.fetchwait import use_fetch_max_wait
 from agents.highwaters import use_fetched_highwaters
@@ -164,6 +164,7 @@ def create_worker(
         kaggle_breaker,
     )
     heartbeat.register(worker, raw_topic(app, settings.topic(topics.WORKER_STATUS)))
+    gauges.register(worker)
 
     web.register(worker)
 

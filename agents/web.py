@@ -105,6 +105,7 @@ def register(worker: Worker, probe_interval_s: float = 1.0) -> BrokerProbe:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        worker.metrics.broker_connected.set(1 if probe.reachable else 0)
         return web.bytes(worker.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")

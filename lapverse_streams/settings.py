@@ -55,6 +55,9 @@ class Settings:
     executor_tenant_concurrency: int = 50
     gateway_view_max_tasks: int = 50_000
     gateway_view_max_rounds: int = 10_000
+    health_window_s: int = 300  # the health score's window of finished tasks
+    health_interval_s: float = 10.0  # how often the gateway records a health snapshot
+    prometheus_url: str = ""  # firing alerts for the score and `lapverse status`; long history
     batch_max: int = 500
     batch_within_ms: int = 20
     retry_attempts: int = 3
@@ -88,6 +91,7 @@ class Settings:
     worker_instance_id: str = ""
     standby_replicas: int = 0
     otlp_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
     log_level: str = "INFO"
     data_dir: str = ".lapverse"
 
@@ -123,6 +127,8 @@ class Settings:
             raise ValueError("LAPVERSE_TOPIC_PARTITIONS must be at least 1")
         if not 0 < self.default_slo_target < 1:
             raise ValueError("LAPVERSE_DEFAULT_SLO_TARGET must be between 0 and 1")
+        if not 0 <= self.trace_sample_ratio <= 1:
+            raise ValueError("LAPVERSE_TRACE_SAMPLE_RATIO must be between 0 and 1")
 
     @property
     def isolation_level(self) -> str:

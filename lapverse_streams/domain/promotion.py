@@ -50,6 +50,7 @@ class Evolution:
     since: int = 0
     promotions: int = 0
     applied: int = -1
+    promoted_ms: int = 0  # when the incumbent was promoted (0: never, or before this was kept)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the table."""
@@ -61,6 +62,7 @@ class Evolution:
             "since": self.since,
             "promotions": self.promotions,
             "applied": self.applied,
+            "promotedMs": self.promoted_ms,
         }
 
     @classmethod
@@ -76,6 +78,7 @@ class Evolution:
             since=int(raw.get("since", 0)),
             promotions=int(raw["promotions"]),
             applied=int(raw["applied"]),
+            promoted_ms=int(raw.get("promotedMs", 0)),
         )
 
     def already_applied(self, offset: int) -> bool:

@@ -37,7 +37,16 @@ from lapverse_streams.settings import Settings
 SOURCE = "/lapverse/gateway"
 FLAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 KEY_ID_CHARS = 12  # a key id is the first 12 hex digits of the key's sha256
-PUBLIC_STATUS = ("status", "healthScore", "broker", "breakers", "consumerLag")
+PUBLIC_STATUS = (
+    "status",
+    "healthScore",
+    "health",
+    "uptimeS",
+    "broker",
+    "workersLive",
+    "breakers",
+    "consumerLag",
+)
 
 
 class TenantBody(BaseModel):

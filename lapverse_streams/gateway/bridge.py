@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from lapverse_streams.broker.assign import assign_all
+from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, REQUEST_ID
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import Headers, PoisonMessage, decode, header, parse_data
@@ -27,6 +28,7 @@ from lapverse_streams.events.models import (
     TenantConfig,
     WorkerStatus,
 )
+from lapverse_streams.gateway.health import RecentTasks
 from lapverse_streams.gateway.view import (
     CompetitionState,
     CompetitionView,
@@ -84,6 +86,7 @@ class Bridge:
         self.figures = TenantFigures(
             tenants if tenants is not None else {}, settings.default_latency_objective_ms
         )
+        self.recent = RecentTasks(settings.health_window_s * 1000)  # for the health score
         self.workers: dict[str, dict[str, Any]] = {}
         self.connected = False
         self._waiters: dict[str, asyncio.Future[Reply]] = {}
@@ -208,6 +211,8 @@ class Bridge:
             raise PoisonMessage("wrong_schema", f"a {short} record with status {result.status!r}")
         if self.tasks.finish(tenant, result):
             self.figures.finished(tenant, result)
+            failed = result.status == "failed"
+            self.recent.add(result.finished_at_ms, tenant, failed, result.duration_ms, now_ms())
 
     def _on_started(self, short: str, event: CloudEvent, record: Consumed) -> None:
         started = parse_data(event, TaskStarted)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 DURATION_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
@@ -13,6 +22,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)  # process_*, python_info, python_gc_*: about this process
         self.tasks = Counter(
             "lapverse_tasks",
             "Tasks by type, tenant and outcome",
@@ -60,6 +71,33 @@ class Metrics:
             "lapverse_reserved_usd", "Reserved cost of unfinished work", ["tenant"], registry=r
         )
         self.mrr = Gauge("lapverse_mrr_usd", "Tenant MRR", ["tenant"], registry=r)
+        self.champion = Gauge(
+            "lapverse_champion_info",
+            "The current champion of a tenant's family (1 for the champion variant)",
+            ["tenant", "family", "variant"],
+            registry=r,
+        )
+        self.champion_promoted = Gauge(
+            "lapverse_champion_promoted_timestamp_seconds",
+            "When the current champion was promoted (Unix time)",
+            ["tenant", "family"],
+            registry=r,
+        )
+        self.champion_rollout = Gauge(
+            "lapverse_champion_rollout_ratio",
+            "Share of targeting keys the champion flag serves the champion (0-1)",
+            ["tenant", "family"],
+            registry=r,
+        )
+        self.health_score = Gauge(
+            "lapverse_health_score", "Health score 0-100 over the recent window", registry=r
+        )
+        self.workers_live = Gauge(
+            "lapverse_workers_live", "Workers heard from in the last 30 s", registry=r
+        )
+        self.broker_connected = Gauge(
+            "lapverse_broker_connected", "1 while the broker answers, else 0", registry=r
+        )
         self.table_keys = Gauge("lapverse_table_keys", "Keys per table", ["table"], registry=r)
         self.consumer_lag = Gauge(
             "lapverse_consumer_lag", "Consumer lag", ["topic", "partition"], registry=r

@@ -79,6 +79,50 @@ async def reported_breaker(session: aiohttp.ClientSession, stack: Stack, state: 
     return False
 
 
+async def public_status(session: aiohttp.ClientSession, stack: Stack) -> dict[str, Any]:
+    """GET /api/status without credentials."""
+    async with session.get(f"{stack.base_url}/api/status") as r:
+        assert r.status == 200
+        report: dict[str, Any] = await r.json()
+        return report
+
+
+async def metric_lines(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/metrics") as r:
+        return await r.text()
+
+
+async def test_each_process_emits_its_state_and_process_gauges(
+    session: aiohttp.ClientSession, moody: Stack
+) -> None:
+    stack = moody
+    api_key = await create_tenant(session, stack, "gauged", mrr=2500.0)
+    body = task_body("gauged", type="NOOP")  # no News AI call: the breaker test counts them
+    status, _, raw = await post_task(session, stack, api_key, "gauged", body)
+    assert status == 202, raw
+    await wait_task(session, stack, api_key, "gauged", orjson.loads(raw)["taskId"])
+    worker_url = f"http://127.0.0.1:{stack.settings.worker_web_port}"
+    spend = 'lapverse_spend_usd{cost_center="marketing",tenant="gauged"}'
+    for _ in range(100):  # the worker refreshes these every 5 s
+        if await worker_metric(session, stack, spend) > 0:
+            break
+        await asyncio.sleep(0.2)
+    assert await worker_metric(session, stack, spend) == 0.01
+    assert await worker_metric(session, stack, 'lapverse_mrr_usd{tenant="gauged"}') == 2500.0
+    assert await worker_metric(session, stack, 'lapverse_reserved_usd{tenant="gauged"}') == 0.0
+    remaining = 'lapverse_budget_remaining_ratio{tenant="gauged"}'
+    assert await worker_metric(session, stack, remaining) == 1.0
+    worker = await metric_lines(session, worker_url)
+    assert 'lapverse_budget_burn_rate{tenant="gauged",window="1h"} 0.0' in worker
+    gateway = await metric_lines(session, stack.base_url)
+    for text in (worker, gateway):
+        assert re.search(r"^process_resident_memory_bytes [0-9.e+]+$", text, re.MULTILINE)
+        assert re.search(r"^python_gc_collections_total\{", text, re.MULTILINE)
+        assert "lapverse_broker_connected 1.0" in text
+    assert re.search(r"^lapverse_health_score [0-9.]+$", gateway, re.MULTILINE)
+    assert re.search(r"^lapverse_workers_live [1-9]", gateway, re.MULTILINE)
+
+
 async def sentiment_of_new_task(
     session: aiohttp.ClientSession, stack: Stack, api_key: str
 ) -> dict[str, Any]:
@@ -118,6 +162,9 @@ async def test_news_ai_breaker_opens_serves_labelled_fallbacks_and_closes_again(
     await sentiment_of_new_task(session, stack, api_key)
     assert (await control(session, news_ai))["requests"] == seen  # open: not called at all
     assert await reported_breaker(session, stack, "open")
+    during = await public_status(session, stack)
+    assert during["health"]["terms"]["breakers"] == 20  # one open breaker
+    assert during["healthScore"] <= 80
     calls = 'lapverse_service_calls_total{outcome="%s",service="news_ai"}'
     assert await worker_metric(session, stack, calls % "fallback") == 3
     assert await worker_metric(session, stack, calls % "rejected") >= 3
@@ -129,6 +176,13 @@ async def test_news_ai_breaker_opens_serves_labelled_fallbacks_and_closes_again(
     assert (recovered["source"], recovered["fallback"]) == ("news-ai", False)
     assert await worker_metric(session, stack, state) == 0
     assert await reported_breaker(session, stack, "closed")
+    after = await public_status(session, stack)
+    assert (after["healthScore"], after["status"]) == (100, "healthy"), after
+    async with session.get(f"{stack.base_url}/api/status/history?window=1h") as r:
+        history = await r.json()
+    assert r.status == 200
+    assert history["trend"]["samples"] >= 1
+    assert history["snapshots"][-1]["status"] in ("healthy", "degraded")
     transitions = 'lapverse_breaker_transitions_total{breaker="news_ai",state="%s"}'
     for entered in ("open", "half_open", "closed"):
         assert await worker_metric(session, stack, transitions % entered) == 1

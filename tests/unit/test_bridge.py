@@ -30,7 +30,7 @@ from lapverse_streams.events.models import (
     WorkerStatus,
 )
 from lapverse_streams.gateway.bridge import Bridge, TaskState
-from lapverse_streams.gateway.status import status_report
+from lapverse_streams.gateway.status import StatusMonitor, status_report
 from lapverse_streams.gateway.view import MAX_ENTRY_BYTES, remove_stale_stores
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
@@ -398,10 +398,12 @@ async def test_status_figures_are_kept_per_tenant_as_records_arrive(tmp_path: Pa
     await feed(bridge, topics.TASK_RESULTS, result("t-2", duration_ms=500, cost_micros=10_000))
     await feed(bridge, topics.TASK_DECISIONS, decision(1, "t-3", status="rejected"))
     await feed(bridge, topics.TASK_DECISIONS, decision(1, "t-3", status="rejected"))
-    report = status_report(config, bridge, Metrics())
+    metrics = Metrics()
+    report = status_report(config, bridge, metrics, StatusMonitor(bridge.settings, bridge, metrics))
     await bridge.stop()
     assert set(report) == {
-        "status", "healthScore", "broker", "tenants", "breakers", "consumerLag", "workers"
+        "status", "healthScore", "health", "uptimeS", "broker", "workersLive", "alerts",
+        "worstTenant", "tenants", "breakers", "consumerLag", "workers",
     }  # fmt: skip
     acme = report["tenants"]["acme"]
     assert (acme["completed"], acme["failed"], acme["rejected"]) == (2, 0, 1)
