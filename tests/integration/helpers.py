@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
@@ -222,3 +227,24 @@ async def wait_round_completed(
                     return body
         await asyncio.sleep(0.2)
     raise TimeoutError(f"round {round_id} never completed: {body}")
+
+
+@contextlib.contextmanager
+def prometheus_server(home: Path, config: dict[str, Any], port: int) -> Iterator[None]:
+    """A real Prometheus (Debian's package) with `config`, on `port`, its data under `home`."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: run `make tools`"
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    command = [
+        binary,
+        f"--config.file={home / 'prometheus.yml'}",
+        f"--storage.tsdb.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with (home / "prometheus.log").open("ab") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(20)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from lapverse_streams.broker.embedded import free_port
 from tests.conftest import Stack
-from tests.integration.helpers import create_tenant, post_task, task_body
+from tests.integration.helpers import create_tenant, post_task, prometheus_server, task_body
 
 pytestmark = pytest.mark.kafka
 
@@ -23,29 +20,15 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture
 def prometheus(stack: Stack, tmp_path: Path) -> Iterator[int]:
     """A Prometheus server scraping the stack every second; yields its port."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: run `make tools`"
     settings = stack.settings
     targets = [f"127.0.0.1:{settings.gateway_port}", f"127.0.0.1:{settings.worker_web_port}"]
     config = {
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [{"job_name": "lapverse", "static_configs": [{"targets": targets}]}],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    command = [
-        binary,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with (tmp_path / "prometheus.log").open("ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=log)
-    try:
+    with prometheus_server(tmp_path, config, port):
         yield port
-    finally:
-        server.terminate()
-        server.wait(20)
 
 
 async def test_real_prometheus_scrapes_gateway_and_worker(stack: Stack, prometheus: int) -> None:
