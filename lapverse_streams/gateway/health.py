@@ -8,7 +8,7 @@ The score (0-100) starts at 100 and loses points for each of four things, over t
 | errors: failed / finished, overall or of the worst tenant | 500 x ratio (10 % costs 50) | 50 |
 | latency: p95 task duration over the latency objective | 20 x (p95 / objective - 1) | 20 |
 | alerts firing (read from Prometheus) | 15 per page, 5 per ticket | 30 |
-| breakers | 10 per half-open, 20 per open | 40 |
+| breakers | 10 per half-open, 25 per open (an open breaker alone: degraded) | 40 |
 | broker unreachable | 40 | 40 |
 
 Error ratios only count with at least `MIN_FINISHED` finished tasks (overall, or of that
@@ -31,7 +31,7 @@ UNHEALTHY_ERROR_RATIO = 0.10
 MIN_FINISHED = 10
 MAX_RECENT = 200_000  # finished tasks kept for the window, at most
 SEVERITY_POINTS = {"page": 15, "ticket": 5}
-BREAKER_POINTS = {"half_open": 10, "open": 20}
+BREAKER_POINTS = {"half_open": 10, "open": 25}
 WINDOWS_S = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400, "30d": 30 * 86400}
 MAX_POINTS = 120  # per history answer
 TREND_POINTS = 5  # a change smaller than this in the mean score is "stable"

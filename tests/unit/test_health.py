@@ -70,8 +70,8 @@ def test_alerts_breakers_and_the_broker_take_their_points() -> None:
     assert score(alerts=["page"]) == (85, "healthy")
     assert score(alerts=["page", "page", "page"]) == (70, "degraded")  # at most 30
     assert score(alerts=["ticket"]) == (95, "healthy")
-    assert score(breakers={"news_ai": "open"}) == (80, "healthy")
-    assert score(breakers={"news_ai": "half_open", "share_api": "open"}) == (70, "degraded")
+    assert score(breakers={"news_ai": "open"}) == (75, "degraded")  # serving fallbacks
+    assert score(breakers={"news_ai": "half_open", "share_api": "open"}) == (65, "degraded")
     assert score(broker_up=False) == (60, "degraded")
     assert score(broker_up=False, breakers={"a": "open", "b": "open"}) == (20, "unhealthy")
 
