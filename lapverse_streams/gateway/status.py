@@ -30,6 +30,7 @@ from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 
 log = logging.getLogger(__name__)
+LONG_HISTORY = "lapverse:health_score:avg5m"  # recording rule, grafana/alerts
 SELF_ALERT = "LapverseHealthScoreLow"  # fires on the score: counting it would hold it down
 
 STALE_AFTER_MS = 30_000
@@ -139,11 +140,12 @@ class StatusMonitor:
 
     async def _prometheus_history(self, window: str, now: int) -> list[Snapshot] | None:
         seconds = WINDOWS_S[window]
+        step = max(60, seconds // MAX_POINTS)
         params = {
-            "query": "avg(lapverse_health_score)",
+            "query": f"avg_over_time({LONG_HISTORY}[{step}s])",
             "start": str((now / 1000) - seconds),
             "end": str(now / 1000),
-            "step": str(max(60, seconds // MAX_POINTS)),
+            "step": str(step),
         }
         url = self.settings.prometheus_url.rstrip("/") + "/api/v1/query_range"
         try:
@@ -153,10 +155,11 @@ class StatusMonitor:
             ):
                 body = await response.json()
             result = body["data"]["result"]
-            values = result[0]["values"] if result else []
+            if not result:  # no such series: Prometheus runs without the project's rules
+                return None
             return [
                 Snapshot(int(float(t) * 1000), float(v), label_of(round(float(v))))
-                for t, v in values
+                for t, v in result[0]["values"]
             ]
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, IndexError):
             return None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from lapverse_streams.broker.embedded import free_port
+from lapverse_streams.gateway.bridge import Bridge
+from lapverse_streams.gateway.status import StatusMonitor
+from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 from lapverse_streams.status import print_status, render
 
@@ -130,3 +134,35 @@ def test_without_the_admin_token_it_says_how_to_see_tenants() -> None:
     render(public, {}, None, out, colour=False)
     assert "firing alerts: unknown (set LAPVERSE_PROMETHEUS_URL)" in out.getvalue()
     assert "set LAPVERSE_ADMIN_TOKEN to see every tenant" in out.getvalue()
+
+
+async def test_long_history_comes_from_prometheus_and_falls_back_to_the_gateway(
+    tmp_path: Path,
+) -> None:
+    """7d and 30d read the recording rule from Prometheus; without the series, the gateway's."""
+    queries: list[str] = []
+    series: list[Any] = [{"metric": {}, "values": [[1_800_000_000, "91.5"], [1_800_021_600, "40"]]}]
+
+    async def query_range(request: web.Request) -> web.Response:
+        queries.append(request.query["query"])
+        return web.json_response({"status": "success", "data": {"result": series}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", query_range)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        settings = Settings(data_dir=str(tmp_path), prometheus_url=f"http://127.0.0.1:{port}")
+        monitor = StatusMonitor(settings, Bridge(settings), Metrics())
+        report = await monitor.history_report("30d")
+        assert report["source"] == "prometheus"
+        assert queries == ["avg_over_time(lapverse:health_score:avg5m[21600s])"]
+        assert [s["status"] for s in report["snapshots"]] == ["healthy", "unhealthy"]
+        assert report["trend"]["direction"] == "worsening"
+        assert (await monitor.history_report("1h"))["source"] == "gateway"  # short: its own
+        series.clear()
+        assert (await monitor.history_report("7d"))["source"] == "gateway"
+    finally:
+        await runner.cleanup()
