@@ -41,8 +41,8 @@ test-unit: install ## the unit tests only (no broker)
 	$(BIN)/pytest -q tests/unit
 
 lint: install ## ruff (lint and format check) and mypy strict
-	$(BIN)/ruff check lapverse_streams agents tests bench scripts
-	$(BIN)/ruff format --check lapverse_streams agents tests bench scripts
+	$(BIN)/ruff check lapverse_streams agents tests bench scripts examples
+	$(BIN)/ruff format --check lapverse_streams agents tests bench scripts examples
 	$(BIN)/mypy
 
 bench: install ## the benchmark of spec section 8; writes bench/results.json

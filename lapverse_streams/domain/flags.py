@@ -1,24 +1,33 @@
-"""Evaluate OpenFeature flagd flag definitions: JsonLogic targeting and fractional rollouts."""
+"""Evaluate flagd flag definitions with the OpenFeature flagd evaluator's targeting engine.
+
+JsonLogic and the flagd operators (`fractional`, `sem_ver`, `starts_with`, `ends_with`) are
+openfeature-flagd-core's. This module keeps the port the platform calls, the admin API's
+validation, and the few operator semantics the port is stricter about
+(docs/decisions/0005-flag-evaluation-by-openfeature.md).
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from operator import eq, ge, gt, le, lt, ne, truediv
 from typing import Any
 
-import mmh3
+from json_logic import jsonLogic
+from json_logic.builtins import to_string
+from openfeature.contrib.tools.flagd.core.targeting.custom_ops import (
+    fractional,
+    normalize_version,
+    sem_ver,
+)
+from openfeature.contrib.tools.flagd.core.targeting.targeting import OPERATORS
 
 STATES = frozenset({"ENABLED", "DISABLED"})
 _FIELDS = ("state", "variants", "defaultVariant", "targeting", "metadata")
 _MAX_WEIGHT_SUM = 2**31 - 1
-_SEMVER = re.compile(r"^[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[\w.-]+)?$")
-_Compare = Callable[[Any, Any], bool]
-_COMPARE: dict[str, _Compare] = {"<": lt, "<=": le, ">": gt, ">=": ge}
-_SEMVER_COMPARE: dict[str, _Compare] = {**_COMPARE, "=": eq, "!=": ne}
+# Operators json_logic's apply() evaluates itself, lazily, before its operator table.
+_CONTROL = frozenset({"if", "?:", "and", "or", "filter", "reduce", "map", "all", "some", "none"})
+_Op = Callable[..., Any]
 
 
 class FlagDefinitionError(ValueError):
@@ -29,8 +38,15 @@ class _TargetingError(Exception):
     """A targeting rule that cannot be evaluated for this context."""
 
 
-_Op = Callable[[list[Any], Mapping[str, Any]], Any]
-_EVAL_ERRORS = (_TargetingError, ArithmeticError, TypeError, ValueError, RecursionError)
+# ReferenceError: json_logic's unknown operator; the rest: bad operands deep in an operator.
+_EVAL_ERRORS = (
+    _TargetingError,
+    ReferenceError,
+    ArithmeticError,
+    TypeError,
+    ValueError,
+    RecursionError,
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +67,18 @@ def validate_flag(definition: object) -> dict[str, Any]:
 
 
 def evaluate(
-    flag_key: str, definition: Mapping[str, Any] | None, tenant_id: str, now_s: int = 0
+    flag_key: str,
+    definition: Mapping[str, Any] | None,
+    tenant_id: str,
+    now_s: int = 0,
+    *,
+    targeting_key: str | None = None,
 ) -> Resolution:
-    """Resolve a flag for a tenant; callers apply their own default when value is None."""
+    """Resolve a flag for a tenant; callers apply their own default when value is None.
+
+    The targeting key (what `fractional` buckets on) is the tenant unless one is given, such
+    as a request key to spread one tenant's requests over a rollout.
+    """
     if definition is None:
         return Resolution(None, None, "DEFAULT")
     try:
@@ -67,10 +92,13 @@ def evaluate(
     targeting = flag.get("targeting")
     if not targeting:
         return Resolution(variants[default], default, "STATIC")
-    flagd = {"flagKey": flag_key, "timestamp": now_s}
-    context = {"tenantId": tenant_id, "targetingKey": tenant_id, "$flagd": flagd}
+    context = {
+        "tenantId": tenant_id,
+        "targetingKey": tenant_id if targeting_key is None else targeting_key,
+        "$flagd": {"flagKey": flag_key, "timestamp": now_s},
+    }
     try:
-        name = _variant_name(_eval(targeting, context))
+        name = _variant_name(jsonLogic(targeting, context, _OPS))
     except _EVAL_ERRORS:
         return Resolution(variants[default], default, "ERROR")
     if name is None or name not in variants:
@@ -133,22 +161,22 @@ def _kind(value: object) -> str:
 
 
 def _check_operators(rule: Any) -> None:
-    """Reject targeting that names an operator this evaluator does not know."""
+    """Reject targeting that names an operator the evaluator does not know."""
     if isinstance(rule, list):
         for item in rule:
             _check_operators(item)
     elif isinstance(rule, Mapping) and len(rule) == 1:
         name, args = next(iter(rule.items()))
-        if name not in _LAZY and name not in _OPS:
+        if name not in _CONTROL and name not in _OPS:
             raise FlagDefinitionError(f"targeting uses unknown operator {name!r}")
         if name == "fractional":
-            _check_fractional(args if isinstance(args, list) else [args])
+            args = args if isinstance(args, list) else [args]
+            _check_fractional(args[1:] if args and not isinstance(args[0], list) else args)
         _check_operators(args)
 
 
-def _check_fractional(args: list[Any]) -> None:
+def _check_fractional(distributions: list[Any]) -> None:
     """Refuse weights that are not integers >= 0, or that sum to zero or above 2**31 - 1."""
-    distributions = args[1:] if args and not isinstance(args[0], list) else args
     try:
         total = sum(_weighted(item)[1] for item in distributions)
     except _TargetingError as exc:
@@ -161,224 +189,13 @@ def _variant_name(result: Any) -> str | None:
     """The variant a targeting result names (flagd stringifies booleans and numbers)."""
     if result is None or isinstance(result, list | Mapping):
         return None
-    return _to_str(result)
-
-
-def _eval(rule: Any, data: Mapping[str, Any]) -> Any:
-    """Evaluate a JsonLogic rule against data."""
-    if isinstance(rule, list):
-        return [_eval(item, data) for item in rule]
-    if not isinstance(rule, Mapping) or len(rule) != 1:
-        return rule
-    name, raw = next(iter(rule.items()))
-    args: list[Any] = raw if isinstance(raw, list) else [raw]
-    lazy = _LAZY.get(name)
-    if lazy is not None:
-        return lazy(args, data)
-    eager = _OPS.get(name)
-    if eager is None:
-        raise _TargetingError(f"unknown operator {name!r}")
-    return eager([_eval(arg, data) for arg in args], data)
-
-
-def _truthy(value: Any) -> bool:
-    """JsonLogic truthiness: empty arrays are false, objects are true."""
-    return True if isinstance(value, Mapping) else bool(value)
-
-
-def _arg(args: list[Any], index: int) -> Any:
-    return args[index] if index < len(args) else None
-
-
-def _if(args: list[Any], data: Mapping[str, Any]) -> Any:
-    for index in range(0, len(args) - 1, 2):
-        if _truthy(_eval(args[index], data)):
-            return _eval(args[index + 1], data)
-    return _eval(args[-1], data) if len(args) % 2 == 1 else None
-
-
-def _short_circuit(stop_on: bool) -> _Op:
-    """`and` (stop on the first falsy value) or `or` (stop on the first truthy one)."""
-
-    def apply(args: list[Any], data: Mapping[str, Any]) -> Any:
-        value = None
-        for arg in args:
-            value = _eval(arg, data)
-            if _truthy(value) is stop_on:
-                return value
-        return value
-
-    return apply
-
-
-def _var(args: list[Any], data: Mapping[str, Any]) -> Any:
-    path, default = _arg(args, 0), _arg(args, 1)
-    if path is None or path == "":
-        return data
-    value: Any = data
-    for key in _to_str(path).split("."):
-        if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            return default
-    return default if value is None else value
-
-
-def _missing(args: list[Any], data: Mapping[str, Any]) -> list[Any]:
-    keys = args[0] if args and isinstance(args[0], list) else args
-    return [key for key in keys if _var([key], data) in (None, "")]
-
-
-def _num(value: Any) -> int | float | None:
-    """A number as JavaScript would coerce it, or None when it is not one."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value.strip())
-            except ValueError:
-                continue
-    return None
-
-
-def _arith(value: Any) -> int | float:
-    """A number for arithmetic; anything else is a targeting error."""
-    number = _num(value)
-    if number is None:
-        raise _TargetingError(f"not a number: {value!r}")
-    return number
-
-
-def _tidy(number: float) -> int | float:
-    """Integral floats as ints, so 4 / 2 prints as 2 the way JavaScript does."""
-    return int(number) if math.isfinite(number) and number.is_integer() else number
-
-
-def _to_str(value: Any) -> str:
-    """A value as JavaScript's Array.join would print it."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(_tidy(value)) if isinstance(value, float) else str(value)
-
-
-def _strict_eq(left: Any, right: Any) -> bool:
-    return _kind(left) == _kind(right) and bool(left == right)
-
-
-def _loose_eq(left: Any, right: Any) -> bool:
-    if left is None or right is None:
-        return left is None and right is None
-    if isinstance(left, str | list | Mapping) and isinstance(right, str | list | Mapping):
-        return bool(left == right)
-    number = _num(left)
-    return number is not None and number == _num(right)
-
-
-def _ordered(compare: _Compare, left: Any, right: Any) -> bool:
-    if isinstance(left, str) and isinstance(right, str):
-        return compare(left, right)
-    a, b = _num(left), _num(right)
-    return a is not None and b is not None and compare(a, b)
-
-
-def _compare(name: str) -> _Op:
-    """A comparison that also takes the 3-argument between form (a < b < c)."""
-
-    def apply(args: list[Any], _data: Mapping[str, Any]) -> bool:
-        bounded = args[:3]
-        pairs = itertools.pairwise(bounded)
-        return len(bounded) > 1 and all(_ordered(_COMPARE[name], a, b) for a, b in pairs)
-
-    return apply
-
-
-def _in(args: list[Any], _data: Mapping[str, Any]) -> bool:
-    needle, haystack = _arg(args, 0), _arg(args, 1)
-    if isinstance(haystack, str):
-        return isinstance(needle, str) and needle in haystack
-    if isinstance(haystack, list):
-        return any(_strict_eq(needle, item) for item in haystack)
-    return False
-
-
-def _division(divide: Callable[[float, float], float]) -> _Op:
-    def apply(args: list[Any], _data: Mapping[str, Any]) -> int | float:
-        divisor = _arith(_arg(args, 1))
-        if divisor == 0:
-            raise _TargetingError("division by zero")
-        return _tidy(divide(_arith(_arg(args, 0)), divisor))
-
-    return apply
-
-
-def _affix(match: Callable[[str, str], bool]) -> _Op:
-    def apply(args: list[Any], _data: Mapping[str, Any]) -> bool:
-        text, affix = _arg(args, 0), _arg(args, 1)
-        return isinstance(text, str) and isinstance(affix, str) and match(text, affix)
-
-    return apply
-
-
-def _semver_key(value: Any) -> tuple[Any, ...] | None:
-    """A sort key for a semantic version (build metadata ignored), or None when invalid."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = _to_str(value)
-    found = _SEMVER.match(value) if isinstance(value, str) else None
-    if found is None:
-        return None
-    core = tuple(int(part or 0) for part in found.group(1, 2, 3))
-    if found.group(4) is None:
-        return (*core, 1, ())
-    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in found.group(4).split("."))
-    return (*core, 0, ids)
-
-
-def _sem_ver(args: list[Any], _data: Mapping[str, Any]) -> bool:
-    left, op, right = _semver_key(_arg(args, 0)), _arg(args, 1), _semver_key(_arg(args, 2))
-    if len(args) != 3 or left is None or right is None:
-        return False
-    if op in ("^", "~"):
-        width = 1 if op == "^" else 2
-        return left[:width] == right[:width]
-    compare = _SEMVER_COMPARE.get(op) if isinstance(op, str) else None
-    return compare is not None and compare(left, right)
-
-
-def _fractional(args: list[Any], data: Mapping[str, Any]) -> Any:
-    """flagd fractional: murmur3 of the bucketing key mapped onto integer weights."""
-    first = _arg(args, 0)
-    if isinstance(first, str):
-        bucket_key, distributions = first, args[1:]
-    else:
-        distributions = args[1:] if first is None and args else args
-        flagd = data.get("$flagd")
-        flag_key = flagd.get("flagKey", "") if isinstance(flagd, Mapping) else ""
-        targeting_key = data.get("targetingKey")
-        if not isinstance(targeting_key, str) or not targeting_key:
-            return None
-        bucket_key = f"{flag_key}{targeting_key}"
-    weighted = [_weighted(item) for item in distributions]
-    total = sum(weight for _, weight in weighted)
-    if total > _MAX_WEIGHT_SUM:
-        raise _TargetingError("fractional weights sum above 2**31 - 1")
-    bucket = (mmh3.hash(bucket_key, signed=False) * total) >> 32
-    range_end = 0
-    for variant, weight in weighted:
-        range_end += weight
-        if bucket < range_end:
-            return variant
-    return None
+    if isinstance(result, bool):  # json_logic's to_string gives "True" for true
+        return "true" if result else "false"
+    return str(to_string(result))
 
 
 def _weighted(item: Any) -> tuple[Any, int]:
-    if not isinstance(item, list) or not item:
+    if not isinstance(item, list) or not item or len(item) > 2:
         raise _TargetingError("fractional distributions must be [variant, weight] arrays")
     weight = item[1] if len(item) > 1 and item[1] is not None else 1
     if isinstance(weight, bool) or not isinstance(weight, int | float):
@@ -388,26 +205,71 @@ def _weighted(item: Any) -> tuple[Any, int]:
     return item[0], int(weight)
 
 
-_LAZY: dict[str, _Op] = {"if": _if, "and": _short_circuit(False), "or": _short_circuit(True)}
+# --- where the port is stricter than the library (see the decision record) --------------
+
+
+def _checked_fractional(data: Any, *args: Any) -> Any:
+    """flagd's fractional, after refusing the weights it would clamp or quietly skip."""
+    if not args:
+        raise _TargetingError("fractional needs distributions")
+    bucket_by = args[:1] if isinstance(args[0], str) else ()
+    weighted = [_weighted(item) for item in args[len(bucket_by) :]]
+    if sum(weight for _, weight in weighted) > _MAX_WEIGHT_SUM:
+        raise _TargetingError("fractional weights sum above 2**31 - 1")
+    return fractional(data, *bucket_by, *([variant, weight] for variant, weight in weighted))
+
+
+def _quiet_sem_ver(data: Any, *args: Any) -> Any:
+    """flagd's sem_ver, false without the traceback it logs for a value that is no version."""
+    try:
+        for version in args[0:3:2]:
+            normalize_version(version)
+    except ValueError:
+        return False
+    return sem_ver(data, *args)
+
+
+def _strict_eq(_data: Any, left: Any = None, right: Any = None, *_: Any) -> bool:
+    """JavaScript ===: true is not 1 (Python's == says it is)."""
+    return _kind(left) == _kind(right) and bool(left == right)
+
+
+def _loose_eq(data: Any, left: Any = None, right: Any = None, *_: Any) -> bool:
+    """JavaScript ==: null equals only null (the library coerces it to 0)."""
+    if left is None or right is None:
+        return left is None and right is None
+    return bool(OPERATORS["=="](data, left, right))
+
+
+def _ordered(op: _Op) -> _Op:
+    """No ordering holds with a missing value (the library coerces null to 0)."""
+
+    def apply(data: Any, *args: Any) -> bool:
+        return all(arg is not None for arg in args[:3]) and bool(op(data, *args))
+
+    return apply
+
+
+def _numeric(op: _Op) -> _Op:
+    """Arithmetic on something that is not a number is an error, not NaN."""
+
+    def apply(data: Any, *args: Any) -> Any:
+        result = op(data, *args)
+        if isinstance(result, float) and math.isnan(result):
+            raise _TargetingError("arithmetic on a value that is not a number")
+        return result
+
+    return apply
+
+
 _OPS: dict[str, _Op] = {
-    "var": _var,
-    "missing": _missing,
-    "==": lambda a, _: _loose_eq(_arg(a, 0), _arg(a, 1)),
-    "!=": lambda a, _: not _loose_eq(_arg(a, 0), _arg(a, 1)),
-    "===": lambda a, _: _strict_eq(_arg(a, 0), _arg(a, 1)),
-    "!==": lambda a, _: not _strict_eq(_arg(a, 0), _arg(a, 1)),
-    "!": lambda a, _: not _truthy(_arg(a, 0)),
-    "!!": lambda a, _: _truthy(_arg(a, 0)),
-    **{name: _compare(name) for name in _COMPARE},
-    "in": _in,
-    "cat": lambda a, _: "".join(_to_str(item) for item in a),
-    "+": lambda a, _: sum(_arith(item) for item in a),
-    "-": lambda a, _: -_arith(a[0]) if len(a) == 1 else _arith(_arg(a, 0)) - _arith(_arg(a, 1)),
-    "*": lambda a, _: math.prod(_arith(item) for item in a),
-    "/": _division(truediv),
-    "%": _division(math.fmod),
-    "starts_with": _affix(str.startswith),
-    "ends_with": _affix(str.endswith),
-    "sem_ver": _sem_ver,
-    "fractional": _fractional,
+    **{name: op for name, op in OPERATORS.items() if name != "log"},  # log writes to stdout
+    "===": _strict_eq,
+    "!==": lambda data, *args: not _strict_eq(data, *args),
+    "==": _loose_eq,
+    "!=": lambda data, *args: not _loose_eq(data, *args),
+    **{name: _ordered(OPERATORS[name]) for name in ("<", "<=", ">", ">=")},
+    **{name: _numeric(OPERATORS[name]) for name in ("+", "-", "*", "/", "%", "min", "max")},
+    "fractional": _checked_fractional,
+    "sem_ver": _quiet_sem_ver,
 }

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 import pytest
+from openfeature.contrib.tools.flagd.core import FlagdCore
+from openfeature.evaluation_context import EvaluationContext
 
+from lapverse_streams.domain.arena import champion_flag, champion_flag_key
 from lapverse_streams.domain.flags import (
     FlagDefinitionError,
     Resolution,
@@ -14,6 +18,7 @@ from lapverse_streams.domain.flags import (
     is_enabled,
     validate_flag,
 )
+from lapverse_streams.domain.kaggle_stages import merged_flag
 
 BOOL_VARIANTS = {"on": True, "off": False}
 
@@ -486,3 +491,66 @@ def test_flagd_testbed_vector_hash_edges(tenant: str, half: str) -> None:
     assert evaluate("fractional-hash-edge-flag", flag, tenant) == Resolution(
         half, half, "TARGETING_MATCH"
     )
+
+
+# --- request keys, the platform's champion flags, and the official resolver --------------
+
+REQUEST_KEYS = [f"request-{n}" for n in range(2000)]
+
+
+def test_targeting_key_spreads_one_tenants_requests_over_a_rollout() -> None:
+    flag = bool_flag(
+        {"if": [{"==": [{"var": "tenantId"}, "acme"]}, {"fractional": [["on", 10], ["off", 90]]}]},
+        "off",
+    )
+    first = [evaluate("f", flag, "acme", targeting_key=k).variant for k in REQUEST_KEYS]
+    assert 0.07 <= first.count("on") / len(first) <= 0.13
+    assert [evaluate("f", flag, "acme", 99, targeting_key=k).variant for k in REQUEST_KEYS] == first
+    assert {evaluate("f", flag, "globex", targeting_key=k).variant for k in REQUEST_KEYS} == {"off"}
+    assert evaluate("f", rollout(10, 90), "acme", targeting_key="acme") == evaluate(
+        "f", rollout(10, 90), "acme"
+    )
+
+
+def test_champion_flags_roll_out_to_ten_percent_then_to_everyone() -> None:
+    key = champion_flag_key("acme", "forecast")
+    flag = validate_flag(champion_flag("conservative", "balanced"))
+    served = [evaluate(key, flag, "acme", targeting_key=k).value for k in REQUEST_KEYS]
+    assert set(served) == {"conservative", "balanced"}
+    assert 0.08 <= served.count("conservative") / len(served) <= 0.12
+    merged = validate_flag(merged_flag("conservative"))
+    assert {evaluate(key, merged, "acme", targeting_key=k).value for k in REQUEST_KEYS} == {
+        "conservative"
+    }
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        champion_flag("conservative", "balanced"),
+        champion_flag("conservative", ""),
+        merged_flag("conservative"),
+        suits_flag({"cat": ["shared-seed", {"var": "tenantId"}]}),
+        rollout(50, 50, {"var": "targetingKey"}),
+    ],
+)
+def test_agrees_with_the_official_flagd_resolver(definition: dict[str, Any]) -> None:
+    core = FlagdCore()
+    core.set_flags({"flags": {"flag": copy.deepcopy(validate_flag(definition))}})  # state set
+    for k in REQUEST_KEYS[:500]:
+        context = EvaluationContext(k, {"tenantId": "acme"})
+        ours = evaluate("flag", definition, "acme", targeting_key=k)
+        if isinstance(ours.value, bool):
+            official: Any = core.resolve_boolean_value("flag", False, context)
+        else:
+            official = core.resolve_string_value("flag", "", context)
+        assert (ours.value, ours.variant, ours.reason) == (
+            official.value,
+            official.variant,
+            official.reason,
+        )
+
+
+def test_validate_refuses_the_log_operator() -> None:
+    with pytest.raises(FlagDefinitionError, match="'log'"):
+        validate_flag(bool_flag({"log": ["on"]}))
