@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install tools kafka run test test-unit test-fast lint bench clean
+.PHONY: help bench-latency install tools kafka run test test-unit test-fast lint bench clean
 
 install: $(STAMP) ## create .venv/ with the package and its test tools
 
@@ -47,6 +47,10 @@ lint: install ## ruff (lint and format check) and mypy strict
 
 bench: install ## the benchmark of spec section 8; writes bench/results.json
 	$(BIN)/python -m bench.run
+
+bench-latency: install kafka ## gateway latency at 200 and 500 req/s, open loop, Tansu and Apache Kafka; writes bench/latency-results.json
+	$(BIN)/python -m bench.latency
+	LAPVERSE_EMBEDDED_BROKER=kafka $(BIN)/python -m bench.latency
 
 clean: ## remove .venv/ and the tool caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
