@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -36,7 +35,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.phases import running
 from bench.procs import Child, spawn, spawn_worker
-from bench.run import _cpu_model, _dump_logs, _engine, _git_revision
+from bench.run import _dump_logs, _engine, _git_revision, machine_facts
 from bench.workload import pick_tenants
 from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
 from lapverse_streams.broker.embedded import free_port
@@ -539,17 +538,8 @@ async def measure(
         "warmup_s": args.warmup,
         "decision_timeout_ms": settings.decision_timeout_ms,
         "figures": figures,
-        "machine": {
-            "nproc": len(os.sched_getaffinity(0)),
-            "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_1m_before": round(load_before, 2),
-            "aiohttp": version("aiohttp"),
-            "aiokafka": version("aiokafka"),
-            "faust_streaming": version("faust-streaming"),
-        },
+        "machine": machine_facts()
+        | {"loadavg_1m_before": round(load_before, 2), "aiohttp": version("aiohttp")},
     }
 
 

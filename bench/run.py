@@ -210,16 +210,20 @@ def report(
             "competitions": competitions.to_json() if competitions else None,
             "two_workers": dataclasses.asdict(two) if two else None,
         },
-        "machine": {
-            "nproc": len(os.sched_getaffinity(0)),
-            "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "faust_streaming": version("faust-streaming"),
-            "aiokafka": version("aiokafka"),
-            "broker": _engine(),
-        },
+        "machine": machine_facts() | {"broker": _engine()},
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine and the library versions a bench result was measured with."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "faust_streaming": version("faust-streaming"),
+        "aiokafka": version("aiokafka"),
     }
 
 
