@@ -8,7 +8,8 @@ table state. Fetch responses carry the true high watermark; recovery asks for th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,15 +24,7 @@ async def fetched_highwaters(
     """High watermark of each partition as a fetch response reports it."""
     if not partitions:
         return {}
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,  # a partition with nothing past the seek must not hold us up
-    )
-    await probe.start()
-    try:
-        probe.assign(partitions)
+    async with probe_consumer(bootstrap_servers, partitions) as probe:
         reported = await probe.end_offsets(partitions)
         for tp, end in reported.items():
             probe.seek(tp, max(end - 1, 0))
@@ -41,6 +34,26 @@ async def fetched_highwaters(
                 break
             await probe.getmany(timeout_ms=200, max_records=1)
         return {tp: max(probe.highwater(tp) or 0, reported[tp]) for tp in partitions}
+
+
+@contextlib.asynccontextmanager
+async def probe_consumer(
+    bootstrap_servers: str | list[str],
+    partitions: list[TopicPartition],
+    isolation_level: str = "read_uncommitted",
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started group-less consumer assigned `partitions`, stopped on the way out."""
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        fetch_max_wait_ms=50,  # a partition with nothing past the seek must not hold us up
+    )
+    await probe.start()
+    try:
+        probe.assign(partitions)
+        yield probe
     finally:
         await probe.stop()
 

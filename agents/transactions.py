@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from agents.highwaters import probe_consumer
 from lapverse_streams.events.codec import Headers
 
 T = TypeVar("T")
@@ -258,16 +259,7 @@ async def committed_ends(
     """
     if not partitions:
         return {}
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level=READ_COMMITTED,
-        fetch_max_wait_ms=50,
-    )
-    await probe.start()
-    try:
-        probe.assign(partitions)
+    async with probe_consumer(bootstrap_servers, partitions, READ_COMMITTED) as probe:
         firsts = await probe.beginning_offsets(partitions)
         stable = await probe.end_offsets(partitions)
         ends = {tp: firsts[tp] for tp in partitions}
@@ -285,8 +277,6 @@ async def committed_ends(
             todo = [tp for tp in todo if tp not in found and starts[tp] > firsts[tp]]
             window *= 8
         return ends
-    finally:
-        await probe.stop()
 
 
 async def _last_offsets(
