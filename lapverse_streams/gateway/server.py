@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 from opentelemetry import trace
 
@@ -207,6 +208,13 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.yaml", openapi)
     return app
+
+
+def run(settings: Settings) -> None:
+    """Serve until interrupted, on uvloop unless LAPVERSE_GATEWAY_UVLOOP=false."""
+    loop_factory = uvloop.new_event_loop if settings.gateway_uvloop else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings))
 
 
 async def serve(settings: Settings) -> None:
