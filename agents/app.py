@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.serializers import codecs
 
 from agents import executor, gauges, governor, heartbeat, services, tournament, web
 from agents import kaggle as kaggle_agent
@@ -16,6 +18,9 @@ from agents.rewind import keep_records_across_seek_back
 from agents.transactions import Transactions, leave_offsets_to_transactions, use_read_committed
 from lapverse_streams.clients.kaggle import KagglePipeline
 from lapverse_streams.config_view import ConfigView
+from lapverse_streams.domain.budget import Burn
+from lapverse_streams.domain.ledger import Ledger
+from lapverse_streams.domain.state import DedupRecord, DedupStore, Reservations
 from lapverse_streams.events import topics
 from lapverse_streams.events.deadletter import DeadLetters
 from lapverse_streams.handlers.base import DrillLimits, Services, TaskHandler, load_handlers
@@ -35,6 +40,7 @@ class Worker:
     tables: dict[str, Any]
     services: services.ExternalServices
     dead_letters: DeadLetters
+    reservations: Reservations
     transactions: Transactions | None = None  # exactly once: the stateful agents' producers
 
     def owned(self, topic: str) -> set[int]:
@@ -42,6 +48,27 @@ class Worker:
         if self.app.consumer is None or self.app.rebalancing:
             return set()
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+
+class StoredValue(codecs.Codec):
+    """A table value codec from a type's own to_bytes / from_bytes."""
+
+    def __init__(self, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
+        super().__init__()
+        self._to, self._from = dumps, loads
+
+    def _dumps(self, s: Any) -> bytes:
+        return self._to(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return self._from(s)
+
+
+# The governor's tables hold typed values (domain/state.py); the others hold JSON.
+STORED = {"dedup": "lapverse-dedup", "ledger": "lapverse-ledger", "burn": "lapverse-burn"}
+codecs.register(STORED["dedup"], StoredValue(DedupRecord.to_bytes, DedupRecord.from_bytes))
+codecs.register(STORED["ledger"], StoredValue(Ledger.to_bytes, Ledger.from_bytes))
+codecs.register(STORED["burn"], StoredValue(Burn.to_bytes, Burn.from_bytes))
 
 
 def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
@@ -84,10 +111,16 @@ def create_worker(
         stream_wait_empty=False,
     )
     keep_records_across_seek_back(app)
-    tables = {
+    tables: dict[str, Any] = {
         name: app.Table(name, partitions=settings.topic_partitions)
         for name in ("dedup", "ledger", "burn", "evolution", "rounds")
     }
+    for name, codec in STORED.items():  # writes, and recovery reading the changelog back
+        tables[name].value_serializer = codec
+        tables[name].changelog_topic.value_serializer = codec
+    reservations = Reservations()  # derived from the dedup store, whoever writes it
+    dedup_store: Any = tables["dedup"].data  # Faust's memory store: its dict is ours
+    dedup_store.data = DedupStore(reservations)
     metrics = Metrics()
     external = services.build_services(settings, metrics)
     dlq = raw_topic(app, settings.topic(topics.DLQ))
@@ -99,7 +132,14 @@ def create_worker(
         send_dead_letter, lambda agent, reason: metrics.dlq.labels(agent, reason).inc()
     )
     worker = Worker(
-        app, settings, ConfigView(settings, dead_letters), metrics, tables, external, dead_letters
+        app,
+        settings,
+        ConfigView(settings, dead_letters),
+        metrics,
+        tables,
+        external,
+        dead_letters,
+        reservations,
     )
     services.own(app, external)
     if settings.processing_guarantee == "exactly_once":

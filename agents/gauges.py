@@ -18,6 +18,7 @@ from lapverse_streams.domain.budget import DAY_MS, HOUR_MS, Burn, budget_remaini
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import MICROS_PER_USD, billing_period
 from lapverse_streams.domain.promotion import Evolution
+from lapverse_streams.domain.state import Reservations
 from lapverse_streams.events import topics
 from lapverse_streams.events.models import TenantConfig
 from lapverse_streams.observability.metrics import Metrics
@@ -77,8 +78,9 @@ class Figures:
 
 
 def figures(
-    ledgers: Mapping[str, Any],
-    burns: Mapping[str, Any],
+    ledgers: Mapping[str, Ledger],
+    reservations: Reservations,
+    burns: Mapping[str, Burn],
     evolutions: Mapping[str, Any],
     tenants: Mapping[str, TenantConfig],
     flags: Mapping[str, Any],
@@ -92,18 +94,18 @@ def figures(
     for tenant_id, tenant in tenants.items():
         if owns(tenant_id):
             out.mrr[(tenant_id,)] = tenant.mrr_micros / MICROS_PER_USD
-    for tenant_id, raw in ledgers.items():
+    for tenant_id, ledger in ledgers.items():
         if not owns(tenant_id):
             continue
-        ledger = Ledger.from_json(raw)
         for cost_center, micros in ledger.spend.get(period, {}).items():
             out.spend[(tenant_id, cost_center)] = micros / MICROS_PER_USD
-        out.reserved[(tenant_id,)] = ledger.reserved_total() / MICROS_PER_USD
-    for tenant_id, raw in burns.items():
+    for tenant_id, held in reservations.tenants():
+        if owns(tenant_id):
+            out.reserved[(tenant_id,)] = held.total / MICROS_PER_USD
+    for tenant_id, burn in burns.items():
         config = tenants.get(tenant_id)
         if config is None or not owns(tenant_id):
             continue
-        burn = Burn.from_json(raw)
         for label, window_ms in burn_windows(slo_window_days).items():
             good, bad = burn.counts(now, window_ms)
             out.burn[(tenant_id, label)] = burn_rate(good, bad, config.slo_target)
@@ -152,6 +154,7 @@ def register(worker: Worker) -> None:
         owned = worker.owned(settings.topic(topics.TASKS))
         values = figures(
             tables["ledger"].data,
+            worker.reservations,
             tables["burn"].data,
             tables["evolution"].data,
             worker.config.tenants,

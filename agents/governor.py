@@ -15,11 +15,13 @@ from agents.transactions import (
     by_partition,
     changelog_write,
     offsets_of,
-    stop_after_failed_commit,
+    produce_all,
+    stop_after_failed_write,
 )
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.admission import Policy
 from lapverse_streams.domain.batch import BatchOutput, Inbound, Observation
+from lapverse_streams.domain.state import Write
 from lapverse_streams.events import topics
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.variants.base import VariantFamily
@@ -47,9 +49,9 @@ def register(
         settings.topic(topics.COMPETITION_JOINS): "joins",
     }
     governor = TracedGovernor(  # the governor, with a span per record (agents/governor_spans.py)
-        records=tables["dedup"].data,
-        ledgers=tables["ledger"].data,
-        burns=tables["burn"].data,
+        records=tables["dedup"].data.data,  # the memory stores' dicts (agents/app.py)
+        ledgers=tables["ledger"].data.data,
+        burns=tables["burn"].data.data,
         tenants=worker.config.tenants,
         flag_definitions=worker.config.flags,
         policy=Policy(
@@ -63,7 +65,7 @@ def register(
         retention_ms=settings.idempotency_retention_s * 1000,
         clock_ms=now_ms,
         families=families,
-        evolutions=tables["evolution"].data,
+        evolutions=tables["evolution"].data.data,
         competition_deadline_ms=settings.competition_deadline_ms,
         task_types=task_types,
     )
@@ -92,23 +94,16 @@ def register(
                 await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             if worker.transactions is None:
                 out = governor.process(batch)
-                await write_through_faust(out)
+                try:
+                    await produce_all(worker.app, [*changelog_writes(out.writes), *outputs(out)])
+                except Exception as exc:  # not on the broker: the tables are ahead of the log
+                    await stop_after_failed_write(worker.app, AGENT, exc)
+                    return
                 observe(worker, out.observations, len(batch))
             else:
                 await commit_each_partition(worker.transactions, batch)
 
     positions = Positions()
-
-    async def write_through_faust(out: BatchOutput) -> None:
-        """At least once: changelog writes and outputs go through Faust's producer."""
-        for name, dirty in dirty_keys(out):
-            table = tables[name]
-            for key, partition in dirty.items():
-                table.send_changelog(partition, key, table.data[key])
-        for record in out.records:
-            await sinks[record.sink].send(
-                key=record.key, value=record.value, headers=record.headers, force=True
-            )
 
     async def commit_each_partition(transactions: Transactions, batch: list[Inbound]) -> None:
         """Exactly once: each partition's share of the batch is decided and committed as one.
@@ -125,23 +120,19 @@ def register(
                     transactions.commit(
                         AGENT,
                         p,
-                        [*changelog_writes(out), *outputs(out)],
+                        [*changelog_writes(out.writes), *outputs(out)],
                         offsets_of((r.topic, r.partition, r.offset) for r in parts[p]),
                     )
                     for p, out in outs.items()
                 )
             )
         except Exception as exc:
-            await stop_after_failed_commit(worker.app, AGENT, exc)
+            await stop_after_failed_write(worker.app, AGENT, exc)
             return
         observe(worker, [o for out in outs.values() for o in out.observations], len(batch))
 
-    def changelog_writes(out: BatchOutput) -> list[Produce]:
-        return [
-            changelog_write(tables[name], partition, key, tables[name].data[key])
-            for name, dirty in dirty_keys(out)
-            for key, partition in dirty.items()
-        ]
+    def changelog_writes(writes: list[Write]) -> list[Produce]:
+        return [changelog_write(tables[w.table], w.partition, w.key, w.value) for w in writes]
 
     def outputs(out: BatchOutput) -> list[Produce]:
         return [
@@ -154,11 +145,9 @@ def register(
         partitions = worker.owned(settings.topic(topics.TASKS))
         if not partitions:
             return
-        for record in governor.redrive(now_ms(), settings.redrive_after_ms, partitions):
-            await sinks[record.sink].send(
-                key=record.key, value=record.value, headers=record.headers, force=True
-            )
-            worker.metrics.redrives.inc()
+        redriven = governor.redrive(now_ms(), settings.redrive_after_ms, partitions)
+        await produce_all(worker.app, outputs(BatchOutput(redriven)))
+        worker.metrics.redrives.inc(len(redriven))
 
     forget_every_s = min(60.0, max(1.0, settings.idempotency_retention_s / 10))
 
@@ -168,19 +157,8 @@ def register(
         partitions = worker.owned(settings.topic(topics.TASKS))
         if not partitions:
             return
-        dedup = tables["dedup"]
-        for key, partition in governor.forget_expired(now_ms(), partitions).items():
-            dedup.send_changelog(partition, key, None, value_serializer="raw")  # a tombstone
-
-
-def dirty_keys(out: BatchOutput) -> tuple[tuple[str, dict[str, int]], ...]:
-    """Each table's keys the batch changed, with their partitions."""
-    return (
-        ("dedup", out.dirty_records),
-        ("ledger", out.dirty_ledgers),
-        ("burn", out.dirty_burns),
-        ("evolution", out.dirty_evolutions),
-    )
+        tombstones = governor.forget_expired(now_ms(), partitions)
+        await produce_all(worker.app, changelog_writes(tombstones))
 
 
 def observe(worker: Worker, observations: list[Observation], batch_size: int) -> None:

@@ -22,7 +22,7 @@ from agents.transactions import (
     by_partition,
     changelog_write,
     offsets_of,
-    stop_after_failed_commit,
+    stop_after_failed_write,
 )
 from lapverse_streams.clients.share_api import ShareAPI
 from lapverse_streams.clock import now_ms
@@ -465,7 +465,7 @@ def register_joiner(
         try:
             await transactions.commit(AGENT, partition, writes, offsets)
         except Exception as exc:
-            await stop_after_failed_commit(worker.app, AGENT, exc)
+            await stop_after_failed_write(worker.app, AGENT, exc)
             raise
 
     @worker.app.agent(inbound, name=AGENT)

@@ -211,14 +211,29 @@ class Transactions:
         return producer
 
 
-async def stop_after_failed_commit(app: Any, agent: str, exc: BaseException) -> None:
+async def produce_all(app: Any, records: Sequence[Produce]) -> None:
+    """At least once: hand every record to the producer at once, then await every delivery.
+
+    The agent acknowledges its batch only after this returns, so Faust (which flushes its
+    producer before committing, too) never commits an offset whose outputs or changelog
+    writes are not on the broker. One batch is one burst of sends, not one awaited send per
+    record; aiokafka packs the burst into a produce request per partition leader.
+    """
+    producer = app.producer
+    deliveries = [
+        await producer.send(r.topic, r.key, r.value, r.partition, None, r.headers) for r in records
+    ]
+    await asyncio.gather(*deliveries)
+
+
+async def stop_after_failed_write(app: Any, agent: str, exc: BaseException) -> None:
     """Stop the worker: its tables are ahead of the log now. Exit hard if stopping hangs.
 
     Its restart, or the worker that takes its partitions over, rebuilds the tables from the
     committed changelogs. Faust's orderly stop has been seen to hang after leaving the
     group; nothing it would still write matters more than stopping.
     """
-    log.critical("a %s transaction failed; the worker stops", agent, exc_info=exc)
+    log.critical("the %s could not write a batch; the worker stops", agent, exc_info=exc)
     asyncio.get_running_loop().call_later(FAIL_STOP_GRACE_S, os._exit, EXIT_FAILED_COMMIT)
     await app.crash(exc)
 

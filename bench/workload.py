@@ -76,9 +76,16 @@ def tenant_record(settings: Settings, tenant_id: str) -> Record:
     return Record(tenant_id.encode(), encode(event), [])
 
 
+# The gateway records and samples new traces only when it has an OTLP endpoint to send them
+# to (Settings.recorded_trace_ratio); LAPVERSE_BENCH_SAMPLED=1 sends sampled ones, as with a
+# collector and ratio 1.0, so every record is traced through the worker.
+SAMPLED = os.environ.get("LAPVERSE_BENCH_SAMPLED", "") == "1"
+
+
 def trace_headers() -> list[tuple[str, bytes]]:
-    """A fresh W3C traceparent header, as the gateway would send."""
-    traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    """A fresh W3C traceparent header, as the gateway would send (see SAMPLED)."""
+    flags = "01" if SAMPLED else "00"
+    traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-{flags}"
     return [("traceparent", traceparent.encode())]
 
 

@@ -67,7 +67,7 @@ def run_worker(settings: Settings) -> int:
         "lapverse-worker",
         settings.environment,
         settings.otlp_endpoint or None,
-        settings.trace_sample_ratio,
+        settings.recorded_trace_ratio,
     )
     worker = create_worker(settings)
     # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.

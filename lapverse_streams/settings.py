@@ -149,6 +149,16 @@ class Settings:
         parsed = urlparse(self.broker_url.split(";")[0])
         return parsed.hostname or "127.0.0.1", parsed.port or 9092
 
+    @property
+    def recorded_trace_ratio(self) -> float:
+        """The share of new traces recorded: none without an OTLP endpoint to send them to.
+
+        Unrecorded spans still carry ids to logs and `traceparent` headers, and a caller's
+        sampled trace is still followed; recording nobody exports cost 10-25 % of the
+        gateway's CPU (bench/README.md).
+        """
+        return self.trace_sample_ratio if self.otlp_endpoint else 0.0
+
     def topic(self, name: str) -> str:
         """Full topic name with the deployment's prefix."""
         return f"{self.topic_prefix}{name}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lapverse_streams.domain import idempotency
@@ -33,6 +33,7 @@ from lapverse_streams.domain.self_compete import (
     variant_cost_micros,
     variant_runs,
 )
+from lapverse_streams.domain.state import BatchState, DedupRecord
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -114,9 +115,9 @@ def round_intake(
     )
 
 
-def fan_out(decision_json: str, headers: Headers) -> list[Outbound]:
+def fan_out(decision_json: bytes, headers: Headers) -> list[Outbound]:
     """The variant.run records of an accepted round, keyed by competition id."""
-    event, _ = decode(decision_json.encode())
+    event, _ = decode(decision_json)
     decision = parse_data(event, CompetitionDecision)
     trace = trace_of(headers)
     return [
@@ -140,7 +141,7 @@ def fan_out(decision_json: str, headers: Headers) -> list[Outbound]:
 
 
 def settled_outputs(
-    record: Mapping[str, Any],
+    record: DedupRecord,
     joined: CompetitionJoined,
     decision: PromotionDecision,
     sequence: int,
@@ -148,7 +149,7 @@ def settled_outputs(
     now_ms: int,
 ) -> list[Outbound]:
     """competition.completed; on a promotion also champion.promoted, the flag and Kaggle."""
-    tenant = record["tenant"]
+    tenant = record.tenant
     scores = {
         name: summary.score
         for name, summary in joined.variants.items()
@@ -156,7 +157,7 @@ def settled_outputs(
     }
     completed = CompetitionCompleted(
         competition_id=joined.competition_id,
-        idempotency_key=record["key"],
+        idempotency_key=record.key,
         tenant=tenant,
         family=joined.family,
         scores=scores,
@@ -165,7 +166,7 @@ def settled_outputs(
         champion_output=joined.champion_output,
         missing=joined.missing,
         cost_micros=joined.cost_micros,
-        cost_estimate_micros=record["estimate"],
+        cost_estimate_micros=record.estimate,
         promotion={"decision": "promoted" if decision.promote else "kept", **decision.to_json()},
         posts=joined.posts,
         tags=joined.tags,
@@ -276,14 +277,13 @@ def champion_flag(champion: str, baseline: str) -> dict[str, Any]:
 class Referee:
     """Settles joined rounds in the governor: charge, burn, evolution, outputs; each once."""
 
-    records: MutableMapping[str, Any]
-    evolutions: MutableMapping[str, Any]
+    state: BatchState  # the governor's tables within the batch
     policy: PromotionPolicy
 
     def settle(
         self,
         joined: CompetitionJoined,
-        existing: Mapping[str, Any],
+        existing: DedupRecord,
         record: Inbound,
         tenant: TenantConfig | None,
         ledger: Ledger,
@@ -292,33 +292,32 @@ class Referee:
         out: BatchOutput,
     ) -> None:
         """Apply a joined round to the stores and emit its events; a redelivery re-emits them."""
-        tenant_id = existing["tenant"]
+        tenant_id = existing.tenant
         trace = trace_of(record.headers)  # the round's trace goes on to all it settles
-        if existing["status"] == "rejected":
+        if existing.status == "rejected":
             raise PoisonMessage(
                 "unknown_competition", f"round {joined.competition_id} was rejected"
             )
-        if existing["status"] == "completed":
-            if existing.get("finalOffset") == record.offset:  # redelivered: outputs may be lost
+        if existing.status == "completed":
+            if existing.final_offset == record.offset:  # redelivered: outputs may be lost
                 out.records.extend(
-                    Outbound(sink, key.encode(), value.encode(), list(trace))
-                    for sink, key, value in existing["outputs"]
+                    Outbound(sink, key, value, list(trace)) for sink, key, value in existing.outputs
                 )
             else:
                 out.observations.append(Observation("duplicate_result", tenant_id, joined.family))
             return
         if not ledger.already_applied("joins", record.offset):
             period = billing_period(joined.joined_at_ms)
-            ledger.settle(joined.competition_id, joined.cost_micros, period, existing["costCenter"])
+            ledger.settle(joined.competition_id, joined.cost_micros, period, existing.cost_center)
             ledger.mark("joins", record.offset)
-            out.dirty_ledgers[tenant_id] = record.partition
+            self.state.table("ledger").touch(tenant_id)
         objective = tenant.latency_objective_ms if tenant else 30_000
         window_days = tenant.slo_window_days if tenant else 30
         if record.offset > burn.applied:
-            elapsed = joined.joined_at_ms - existing["createdMs"]
+            elapsed = joined.joined_at_ms - existing.created_ms
             good = joined.champion is not None and elapsed <= objective
             burn.record(joined.joined_at_ms, good, record.offset, window_days)
-            out.dirty_burns[tenant_id] = record.partition
+            self.state.table("burn").touch(tenant_id)
         good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
         rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)
         decision, evolution = self._evolve(joined, rate, record, out)
@@ -326,17 +325,14 @@ class Referee:
             Outbound(o.sink, o.key, o.value, [*o.headers, *trace])
             for o in settled_outputs(existing, joined, decision, evolution.promotions, rate, now_ms)
         ]
-        self.records[joined.competition_id] = {
-            **existing,
-            "status": "completed",
-            "finalOffset": record.offset,
-            "cost": joined.cost_micros,
-            "finishedMs": now_ms,
-            "outputs": [
-                [o.sink, (o.key or b"").decode(), (o.value or b"").decode()] for o in outputs
-            ],
-        }
-        out.dirty_records[joined.competition_id] = record.partition
+        self.state.table("dedup")[joined.competition_id] = replace(
+            existing,
+            status="completed",
+            final_offset=record.offset,
+            cost=joined.cost_micros,
+            finished_ms=now_ms,
+            outputs=tuple((o.sink, o.key or b"", o.value or b"") for o in outputs),
+        )
         out.records.extend(outputs)
         scores = {n: v.score for n, v in joined.variants.items() if v.score is not None}
         out.observations.append(
@@ -359,7 +355,8 @@ class Referee:
     ) -> tuple[PromotionDecision, Evolution]:
         """Count the round in the tenant's evolution and decide on a promotion, once."""
         key = f"{joined.tenant}/{joined.family}"
-        stored = self.evolutions.get(key) or {}
+        evolutions = self.state.table("evolution")
+        stored = evolutions.get(key) or {}
         evolution = Evolution.from_json(stored)
         if evolution.already_applied(record.offset):  # its dedup record was lost in a crash
             last = stored.get("last") or {}
@@ -374,6 +371,5 @@ class Referee:
         if decision.promote:
             evolution.promoted_ms = joined.joined_at_ms
         last = {"offset": record.offset, "decision": decision.to_json()}
-        self.evolutions[key] = {**evolution.to_json(), "last": last}
-        out.dirty_evolutions[key] = record.partition
+        evolutions[key] = {**evolution.to_json(), "last": last}
         return decision, evolution

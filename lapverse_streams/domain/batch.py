@@ -16,8 +16,7 @@ from lapverse_streams.events.deadletter import Consumed, letter
 from lapverse_streams.events.models import CloudEvent, DecisionReason, FinOpsTags, Model
 
 if TYPE_CHECKING:
-    from lapverse_streams.domain.budget import Burn
-    from lapverse_streams.domain.ledger import Ledger
+    from lapverse_streams.domain.state import Write
 
 REQUEST_ID = "lapverse-request-id"
 REPLAYED = "lapverse-replayed"
@@ -89,24 +88,14 @@ class Intake:
     decide: Callable[[Verdict, int, FinOpsTags], tuple[str, Model]]
     invalid: Invalid | None = None
 
-    @property
-    def source(self) -> str:
-        """The ledger's offset mark for the request's topic."""
-        return "tasks" if self.kind == "task" else "rounds"
-
 
 @dataclass
 class BatchOutput:
-    """What a batch produces: records to send, keys to write, observations."""
+    """What a batch produces: records to send, the keys it wrote, observations."""
 
     records: list[Outbound] = field(default_factory=list)
-    dirty_records: dict[str, int] = field(default_factory=dict)
-    dirty_ledgers: dict[str, int] = field(default_factory=dict)
-    dirty_burns: dict[str, int] = field(default_factory=dict)
-    dirty_evolutions: dict[str, int] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)  # one per key changed, at the end
     observations: list[Observation] = field(default_factory=list)
-    ledgers: dict[str, Ledger] = field(default_factory=dict)
-    burns: dict[str, Burn] = field(default_factory=dict)
 
 
 def dead_letter(record: Inbound, reason: str, detail: str) -> Outbound:
@@ -137,30 +126,20 @@ def check_routing(record: Inbound, event: CloudEvent, tenant_id: str) -> None:
 
 @dataclass(frozen=True)
 class Mark:
-    """How far a batch's output had got before a record, to cut back to if it fails."""
+    """How far a batch's output had got before a record, to cut back to if it fails.
+
+    (The record's table writes are undone by the batch state's journal.)
+    """
 
     records: int
     observations: int
-    dirty: tuple[int, int, int, int]
 
     @classmethod
     def of(cls, out: BatchOutput) -> Mark:
         """The output's current lengths."""
-        return cls(len(out.records), len(out.observations), _dirty_lengths(out))
+        return cls(len(out.records), len(out.observations))
 
     def restore(self, out: BatchOutput) -> None:
-        """Drop what was added since; keys first made dirty since are dropped too."""
+        """Drop what was added since."""
         del out.records[self.records :]
         del out.observations[self.observations :]
-        for dirty, length in zip(_dirty_maps(out), self.dirty, strict=True):
-            for key in list(dirty)[length:]:
-                del dirty[key]
-
-
-def _dirty_maps(out: BatchOutput) -> tuple[dict[str, int], ...]:
-    return (out.dirty_records, out.dirty_ledgers, out.dirty_burns, out.dirty_evolutions)
-
-
-def _dirty_lengths(out: BatchOutput) -> tuple[int, int, int, int]:
-    a, b, c, d = (len(m) for m in _dirty_maps(out))
-    return a, b, c, d

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from lapverse_streams.domain.journal import Journal
 
 HOUR_MS = 3_600_000
@@ -22,20 +24,18 @@ class Burn:
     applied: int = -1
     journal: Journal | None = field(default=None, init=False, compare=False, repr=False)
 
-    def to_json(self) -> dict[str, Any]:
-        """Plain dict for the table (bucket hours as string keys)."""
-        return {
-            "buckets": {str(h): list(c) for h, c in self.buckets.items()},
-            "applied": self.applied,
-        }
+    def to_bytes(self) -> bytes:
+        """The stored value (bucket hours as string keys)."""
+        return orjson.dumps(
+            {"buckets": {str(h): c for h, c in self.buckets.items()}, "applied": self.applied}
+        )
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any] | None) -> Burn:
-        """Inverse of to_json; None is an empty record."""
-        if not raw:
-            return cls()
-        buckets = {int(h): (int(c[0]), int(c[1])) for h, c in raw["buckets"].items()}
-        return cls(buckets, int(raw["applied"]))
+    def from_bytes(cls, raw: bytes) -> Burn:
+        """Inverse of to_bytes."""
+        obj: dict[str, Any] = orjson.loads(raw)
+        buckets = {int(h): (int(c[0]), int(c[1])) for h, c in obj["buckets"].items()}
+        return cls(buckets, int(obj["applied"]))
 
     def record(self, finished_ms: int, good: bool, offset: int, window_days: int) -> Burn:
         """Count one finished task and drop buckets older than the window."""

@@ -1,13 +1,15 @@
-"""The governor: admission, ledger and burn over a batch, against three key-value stores.
+"""The governor: admission, ledger and burn over a batch, against its key-value stores.
 
-Every store write is a whole value per key, so each write is atomic; each value records the
-source offset it last applied, so a batch redelivered after a crash applies nothing twice.
+A batch reads and writes the stores through one `BatchState` (domain/state.py): each record's
+writes are journaled, and each key the batch changed is written once, at the end. Every write
+is a whole value per key, so each write is atomic; each value records the source offset it
+last applied, so a batch redelivered after a crash applies nothing twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lapverse_streams.domain import arena, idempotency
@@ -31,13 +33,20 @@ from lapverse_streams.domain.batch import (
     dead_letter,
 )
 from lapverse_streams.domain.budget import Burn
-from lapverse_streams.domain.journal import Journal, JournaledMapping
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period, task_estimate_micros
 from lapverse_streams.domain.promotion import (
     PromotionPolicy,
 )
 from lapverse_streams.domain.ratelimit import RateLimiter
+from lapverse_streams.domain.state import (
+    BatchState,
+    DedupRecord,
+    DedupStore,
+    Reservations,
+    TableTx,
+    Write,
+)
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -67,9 +76,9 @@ from lapverse_streams.variants.base import VariantFamily
 class Governor:
     """Applies a batch of requests and results to the dedup, ledger and burn stores."""
 
-    records: MutableMapping[str, Any]
-    ledgers: MutableMapping[str, Any]
-    burns: MutableMapping[str, Any]
+    records: MutableMapping[str, DedupRecord]
+    ledgers: MutableMapping[str, Ledger]
+    burns: MutableMapping[str, Burn]
     tenants: Mapping[str, TenantConfig]
     flag_definitions: Mapping[str, dict[str, Any]]
     policy: Policy
@@ -83,13 +92,30 @@ class Governor:
     competition_deadline_ms: int = 30_000
     task_types: frozenset[str] | None = None  # types with a handler; None admits any type
 
+    reservations: Reservations = field(default_factory=Reservations)
+
     def __post_init__(self) -> None:
-        self._journal = Journal()
-        self._records = JournaledMapping(self.records, self._journal)
-        self._evolutions = JournaledMapping(self.evolutions, self._journal)
+        if not isinstance(self.records, DedupStore):  # reservations follow the dedup store
+            store = DedupStore(self.reservations)
+            store.update(self.records)
+            self.records = store
+        self.reservations = self.records.reservations
+        self._state = BatchState(
+            {
+                "dedup": self.records,
+                "ledger": self.ledgers,
+                "burn": self.burns,
+                "evolution": self.evolutions,
+            }
+        )
+        self._journal = self._state.journal
+        self._records: TableTx[DedupRecord] = self._state.table("dedup")
+        self._ledgers: TableTx[Ledger] = self._state.table("ledger")
+        self._burns: TableTx[Burn] = self._state.table("burn")
         self._limiter = RateLimiter(
             self.policy.rate_limit_per_s, self.policy.rate_limit_burst, self._journal
         )
+        self._redriven_ms: dict[str, int] = {}  # in memory only: a restart redrives again
 
     def process(self, batch: list[Inbound]) -> BatchOutput:
         """Process records in order; a record that fails in any way becomes a dead letter.
@@ -100,7 +126,7 @@ class Governor:
         out = BatchOutput()
         for record in batch:
             mark = Mark.of(out)
-            self._journal.begin()
+            self._state.begin(record.partition)
             try:
                 if record.source == "tasks":
                     self._on_task_request(record, out)
@@ -111,34 +137,34 @@ class Governor:
                 else:
                     self._on_joined(record, out)
             except Exception as exc:  # any failure: one record must never cost the others
-                self._journal.rollback()
+                self._state.rollback()
                 mark.restore(out)
                 reason, detail = reason_of(exc)
                 out.records.append(dead_letter(record, reason, detail))
                 out.observations.append(Observation("dead_letter", "", reason=reason))
             else:
-                self._journal.commit()
-        for tenant_id in out.dirty_ledgers:
-            self.ledgers[tenant_id] = out.ledgers[tenant_id].to_json()
-        for tenant_id in out.dirty_burns:
-            self.burns[tenant_id] = out.burns[tenant_id].to_json()
+                self._state.commit()
+        out.writes = self._state.writes()
         return out
 
-    def _ledger(self, tenant_id: str, out: BatchOutput) -> Ledger:
-        """The tenant's ledger, loaded once per batch."""
-        if tenant_id not in out.ledgers:
-            ledger = Ledger.from_json(self.ledgers.get(tenant_id))
-            ledger.journal = self._journal
-            out.ledgers[tenant_id] = ledger
-        return out.ledgers[tenant_id]
+    def _ledger(self, tenant_id: str) -> Ledger:
+        """The tenant's ledger, bound to its reservations and to the journal."""
+        ledger = self.ledgers.get(tenant_id)
+        if ledger is None:
+            self._journal.note(self.ledgers, tenant_id)
+            ledger = self.ledgers[tenant_id] = Ledger()
+        ledger.reservations = self.reservations.of(tenant_id)
+        ledger.journal = self._journal
+        return ledger
 
-    def _burn(self, tenant_id: str, out: BatchOutput) -> Burn:
-        """The tenant's burn record, loaded once per batch."""
-        if tenant_id not in out.burns:
-            burn = Burn.from_json(self.burns.get(tenant_id))
-            burn.journal = self._journal
-            out.burns[tenant_id] = burn
-        return out.burns[tenant_id]
+    def _burn(self, tenant_id: str) -> Burn:
+        """The tenant's burn record, bound to the journal."""
+        burn = self.burns.get(tenant_id)
+        if burn is None:
+            self._journal.note(self.burns, tenant_id)
+            burn = self.burns[tenant_id] = Burn()
+        burn.journal = self._journal
+        return burn
 
     def _on_task_request(self, record: Inbound, out: BatchOutput) -> None:
         event, short = decode(record.value)
@@ -146,7 +172,9 @@ class Governor:
             raise PoisonMessage("unknown_type", f"{event.type} does not belong on the tasks topic")
         requested = parse_data(event, TaskRequested)
         check_routing(record, event, requested.tenant)
-        request = TaskRequest.model_validate(requested.model_dump(exclude={"tags"}))
+        request = TaskRequest.model_construct(  # validated once, as task.requested
+            **{name: getattr(requested, name) for name in TaskRequest.model_fields}
+        )
         tenant_id, key, now = request.tenant, event.id, self.clock_ms()
         task_id = idempotency.task_id(tenant_id, key)
 
@@ -209,24 +237,22 @@ class Governor:
         existing = self.records.get(intake.request_id)
         if existing is not None and self._expired(existing, now):
             existing = None
-        ledger = self._ledger(tenant_id, out)
         if existing is not None:
-            self._repeat(intake, existing, record, ledger, reply_headers, out)
+            self._repeat(intake, existing, record, reply_headers, out)
             return
         limited = self._limiter.check(tenant, now) if tenant is not None else None
         if limited is not None:
             self._answer_only(intake, tenant, limited, reply_headers, record, out)
             out.observations.append(Observation("rate_limited", tenant_id, intake.label))
             return
-        burn = self._burn(tenant_id, out)
         verdict = admit(
             tenant_id,
             intake.subject,
             intake.flag_key,
             tenant,
             self.flag_definitions.get(intake.flag_key),
-            ledger,
-            burn,
+            self._ledger(tenant_id),
+            self._burn(tenant_id),
             intake.estimate_micros,
             now,
             self.policy,
@@ -234,30 +260,23 @@ class Governor:
         tags = self.tags(tenant, tenant_id, intake.cost_center)
         short_type, decision = intake.decide(verdict, intake.estimate_micros, tags)
         event_id = f"{intake.request_id}:decision"
-        encoded = encode(envelope(short_type, event_id, tenant_id, decision, now, SOURCE)).decode()
-        self._records[intake.request_id] = {
-            "kind": intake.kind,
-            "taskId": intake.request_id,
-            "tenant": tenant_id,
-            "key": intake.key,
-            "fingerprint": intake.fingerprint,
-            "status": "accepted" if verdict.accepted else "rejected",
-            "decision": encoded,
-            "origin": [record.partition, record.offset],
-            "createdMs": now,
-            "estimate": intake.estimate_micros,
-            "type": intake.label,
-            "costCenter": intake.cost_center,
-        }
-        out.dirty_records[intake.request_id] = record.partition
-        if verdict.accepted:
-            ledger.reserve(intake.request_id, intake.estimate_micros).mark(
-                intake.source, record.offset
-            )
-            out.dirty_ledgers[tenant_id] = record.partition
-        out.records.append(
-            Outbound("decisions", tenant_id.encode(), encoded.encode(), reply_headers)
+        encoded = encode(envelope(short_type, event_id, tenant_id, decision, now, SOURCE))
+        # An accepted record is the request's reservation (domain/state.py: Reservations).
+        self._records[intake.request_id] = DedupRecord(
+            kind=intake.kind,
+            request_id=intake.request_id,
+            tenant=tenant_id,
+            key=intake.key,
+            fingerprint=intake.fingerprint,
+            status="accepted" if verdict.accepted else "rejected",
+            decision=encoded,
+            origin=(record.partition, record.offset),
+            created_ms=now,
+            estimate=intake.estimate_micros,
+            type=intake.label,
+            cost_center=intake.cost_center,
         )
+        out.records.append(Outbound("decisions", tenant_id.encode(), encoded, reply_headers))
         if verdict.accepted and intake.kind == "competition":
             out.records.extend(fan_out(encoded, reply_headers))
         out.observations.append(
@@ -303,16 +322,18 @@ class Governor:
     def _repeat(
         self,
         intake: Intake,
-        existing: Mapping[str, Any],
+        existing: DedupRecord,
         record: Inbound,
-        ledger: Ledger,
         reply_headers: Headers,
         out: BatchOutput,
     ) -> None:
-        """A known id: 422 for another payload, else replay (re-applying a redelivery)."""
+        """A known id: 422 for another payload, else replay (a redelivery re-sends its outputs).
+
+        Nothing is re-applied: the stored record is the request's reservation already.
+        """
         tenant_id = intake.tenant_id
-        redelivered = existing["origin"] == [record.partition, record.offset]
-        if existing["fingerprint"] != intake.fingerprint:
+        redelivered = existing.origin == (record.partition, record.offset)
+        if existing.fingerprint != intake.fingerprint:
             verdict = Verdict(
                 DecisionReason.FINGERPRINT_MISMATCH,
                 422,
@@ -321,23 +342,12 @@ class Governor:
             tenant = self.tenants.get(tenant_id)
             self._answer_only(intake, tenant, verdict, reply_headers, record, out)
             return
-        if (
-            redelivered
-            and existing["status"] != "rejected"
-            and not ledger.already_applied(intake.source, record.offset)
-        ):
-            if existing["status"] not in FINAL:
-                ledger.reserve(intake.request_id, existing["estimate"])
-            ledger.mark(intake.source, record.offset)
-            out.dirty_ledgers[tenant_id] = record.partition
         flag = [] if redelivered else [(REPLAYED, b"true")]
         out.records.append(
-            Outbound(
-                "decisions", tenant_id.encode(), existing["decision"].encode(), reply_headers + flag
-            )
+            Outbound("decisions", tenant_id.encode(), existing.decision, reply_headers + flag)
         )
-        if redelivered and existing["status"] == "accepted" and intake.kind == "competition":
-            out.records.extend(fan_out(existing["decision"], reply_headers))
+        if redelivered and existing.status == "accepted" and intake.kind == "competition":
+            out.records.extend(fan_out(existing.decision, reply_headers))
         if not redelivered:
             out.observations.append(Observation("replay", tenant_id, intake.label, "replayed"))
 
@@ -351,41 +361,40 @@ class Governor:
         existing = self.records.get(result.task_id)
         if existing is None:
             raise PoisonMessage("unknown_task", f"no admitted task {result.task_id}")
-        tenant_id = existing["tenant"]
+        tenant_id = existing.tenant
         check_routing(record, event, tenant_id)
-        if existing["status"] in FINAL and existing.get("finalOffset") != record.offset:
-            out.observations.append(Observation("duplicate_result", tenant_id, existing["type"]))
+        if existing.status in FINAL and existing.final_offset != record.offset:
+            out.observations.append(Observation("duplicate_result", tenant_id, existing.type))
             return
-        if existing["status"] == "rejected":
+        if existing.status == "rejected":
             raise PoisonMessage("unknown_task", f"task {result.task_id} was rejected")
         cost = result.cost_micros if result.status == "completed" else 0
-        self._records[result.task_id] = {
-            **existing,
-            "status": result.status,
-            "finalOffset": record.offset,
-            "cost": cost,
-            "result": result.result,
-            "error": result.error,
-            "durationMs": result.duration_ms,
-            "finishedMs": result.finished_at_ms,
-        }
-        out.dirty_records[result.task_id] = record.partition
-        ledger = self._ledger(tenant_id, out)
+        self._records[result.task_id] = replace(
+            existing,
+            status=result.status,
+            final_offset=record.offset,
+            cost=cost,
+            result=result.result,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            finished_ms=result.finished_at_ms,
+        )
+        ledger = self._ledger(tenant_id)
         if not ledger.already_applied("results", record.offset):
             period = billing_period(result.finished_at_ms)
-            ledger.settle(result.task_id, cost, period, existing["costCenter"])
+            ledger.settle(result.task_id, cost, period, existing.cost_center)
             ledger.mark("results", record.offset)
-            out.dirty_ledgers[tenant_id] = record.partition
-        burn = self._burn(tenant_id, out)
+            self._ledgers.touch(tenant_id)
+        burn = self._burn(tenant_id)
         if record.offset > burn.applied:
             tenant = self.tenants.get(tenant_id)
             objective = tenant.latency_objective_ms if tenant else 30_000
             window = tenant.slo_window_days if tenant else 30
             good = result.status == "completed" and result.duration_ms <= objective
             burn.record(result.finished_at_ms, good, record.offset, window)
-            out.dirty_burns[tenant_id] = record.partition
+            self._burns.touch(tenant_id)
         out.observations.append(
-            Observation("result", tenant_id, existing["type"], result.status, result.duration_ms)
+            Observation("result", tenant_id, existing.type, result.status, result.duration_ms)
         )
 
     def _on_round_request(self, record: Inbound, out: BatchOutput) -> None:
@@ -405,20 +414,20 @@ class Governor:
             raise PoisonMessage("unknown_type", f"{event.type} does not belong on the joins topic")
         joined = parse_data(event, CompetitionJoined)
         existing = self.records.get(joined.competition_id)
-        if existing is None or existing.get("kind") != "competition":
+        if existing is None or existing.kind != "competition":
             raise PoisonMessage("unknown_competition", f"no round {joined.competition_id}")
-        tenant_id = existing["tenant"]
+        tenant_id = existing.tenant
         check_routing(record, event, tenant_id)
         if joined.tenant != tenant_id:
             raise PoisonMessage("key_mismatch", "data.tenant is not the round's tenant")
-        referee = Referee(self._records, self._evolutions, self.promotion)
+        referee = Referee(self._state, self.promotion)
         referee.settle(
             joined,
             existing,
             record,
             self.tenants.get(tenant_id),
-            self._ledger(tenant_id, out),
-            self._burn(tenant_id, out),
+            self._ledger(tenant_id),
+            self._burn(tenant_id),
             self.clock_ms(),
             out,
         )
@@ -426,43 +435,41 @@ class Governor:
     def redrive(self, now_ms: int, older_than_ms: int, partitions: set[int]) -> list[Outbound]:
         """Re-send decisions of accepted tasks whose result is overdue, so a lost one is rerun."""
         out = []
-        for tenant_id, raw in list(self.ledgers.items()):
-            for task_id in Ledger.from_json(raw).reserved:
+        for tenant_id, reserved in self.reservations.tenants():
+            for task_id in list(reserved.items):
                 record = self.records.get(task_id)
-                if record is None or record["status"] != "accepted":
+                if record is None or record.status != "accepted":
                     continue
-                if record["origin"][0] not in partitions:
+                if record.origin[0] not in partitions:
                     continue
-                if record.get("redrivenMs", record["createdMs"]) + older_than_ms > now_ms:
+                if self._redriven_ms.get(task_id, record.created_ms) + older_than_ms > now_ms:
                     continue
-                record["redrivenMs"] = (
-                    now_ms  # in memory only: a restart redrives again, harmlessly
-                )
+                self._redriven_ms[task_id] = now_ms  # a restart redrives again, harmlessly
                 marked = [(REDRIVEN, b"1")]
-                if record.get("kind") == "competition":
-                    out.extend(fan_out(record["decision"], marked))
+                if record.kind == "competition":
+                    out.extend(fan_out(record.decision, marked))
                 else:
-                    decision = record["decision"].encode()
-                    out.append(Outbound("decisions", tenant_id.encode(), decision, marked))
+                    out.append(Outbound("decisions", tenant_id.encode(), record.decision, marked))
         return out
 
-    def forget_expired(self, now_ms: int, partitions: set[int]) -> dict[str, int]:
-        """Delete final records past the retention period; return key -> partition of each.
+    def forget_expired(self, now_ms: int, partitions: set[int]) -> list[Write]:
+        """Delete final records past the retention period; return the deletes to send.
 
         Only records of `partitions` (this worker's) go; unfinished work is never forgotten.
         """
-        forgotten = {}
         for key, record in list(self.records.items()):
-            partition = record["origin"][0]
+            partition = record.origin[0]
             if partition in partitions and self._expired(record, now_ms):
-                del self.records[key]
-                forgotten[key] = partition
-        return forgotten
+                self._state.begin(partition)
+                del self._records[key]
+                self._redriven_ms.pop(key, None)
+                self._state.commit()
+        return self._state.writes()
 
-    def _expired(self, existing: Mapping[str, Any], now_ms: int) -> bool:
+    def _expired(self, existing: DedupRecord, now_ms: int) -> bool:
         return (
-            existing["status"] in (*FINAL, "rejected")
-            and existing["createdMs"] + self.retention_ms < now_ms
+            existing.status in (*FINAL, "rejected")
+            and existing.created_ms + self.retention_ms < now_ms
         )
 
     def tags(self, tenant: TenantConfig | None, tenant_id: str, cost_center: str) -> FinOpsTags:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 MISSING: Any = object()
@@ -38,39 +38,3 @@ class Journal:
         """Remember `mapping[key]` as it is now, before it is written (while recording)."""
         if self.recording:
             self._undo.append((mapping, key, mapping.get(key, MISSING)))
-
-
-class JournaledMapping(MutableMapping[Any, Any]):
-    """A store whose writes are noted in a journal first; reads go straight to the store."""
-
-    def __init__(self, store: MutableMapping[Any, Any], journal: Journal) -> None:
-        self.store = store
-        self._journal = journal
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.store[key]
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        """The stored value, or `default`."""
-        return self.store.get(key, default)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._journal.note(self.store, key)
-        self.store[key] = value
-
-    def __delitem__(self, key: Any) -> None:
-        self._journal.note(self.store, key)
-        del self.store[key]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.store)
-
-    def items(self) -> ItemsView[Any, Any]:
-        """The store's own items view (faster than the mixin's)."""
-        return self.store.items()
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.store

@@ -1,11 +1,19 @@
-"""Cost ledger per tenant: reservations in flight and spend by period and cost center."""
+"""Cost ledger per tenant: spend by period and cost center, and the offsets it has applied.
+
+Reservations (work accepted, not yet finished) are not part of the stored ledger: each is its
+tenant's accepted dedup record, and `domain/state.py` keeps their totals in memory. A ledger
+is bound to its tenant's reservations when the governor loads it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from lapverse_streams.domain.journal import Journal
+from lapverse_streams.domain.state import TenantReservations
 
 KEEP_PERIODS = 3
 
@@ -14,30 +22,31 @@ KEEP_PERIODS = 3
 class Ledger:
     """One tenant's ledger; `applied` holds the last source offset applied per input topic.
 
-    Methods mutate in place and return self: the governor loads a ledger once per batch,
-    applies the batch to it and writes it back once.
+    Methods mutate in place and return self; with a journal, every change is noted first so
+    a failed record's changes can be undone.
     """
 
-    reserved: dict[str, int] = field(default_factory=dict)
     spend: dict[str, dict[str, int]] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
-    _reserved_total: int = field(default=0, init=False, compare=False, repr=False)
-    journal: Journal | None = field(default=None, init=False, compare=False, repr=False)
+    reservations: TenantReservations = field(
+        default_factory=TenantReservations, compare=False, repr=False
+    )
+    journal: Journal | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._reserved_total = sum(self.reserved.values())
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain dict for the table."""
-        return {"reserved": self.reserved, "spend": self.spend, "applied": self.applied}
+    def to_bytes(self) -> bytes:
+        """The stored value: spend and applied offsets (reservations live elsewhere)."""
+        return orjson.dumps({"spend": self.spend, "applied": self.applied})
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any] | None) -> Ledger:
-        """Inverse of to_json (copying, so the stored value is never mutated); None is empty."""
-        if not raw:
-            return cls()
-        spend = {p: dict(c) for p, c in raw["spend"].items()}
-        return cls(dict(raw["reserved"]), spend, dict(raw["applied"]))
+    def from_bytes(cls, raw: bytes) -> Ledger:
+        """Inverse of to_bytes; an earlier value's `reserved` is ignored (derived now)."""
+        obj: dict[str, Any] = orjson.loads(raw)
+        return cls(obj.get("spend", {}), obj.get("applied", {}))
+
+    @property
+    def reserved(self) -> dict[str, int]:
+        """Reserved micro-dollars by request id."""
+        return self.reservations.items
 
     def already_applied(self, source: str, offset: int) -> bool:
         """True when the record at this offset of `source` is already in the ledger."""
@@ -50,25 +59,19 @@ class Ledger:
         self.applied[source] = max(offset, self.applied.get(source, -1))
         return self
 
-    def reserve(self, task_id: str, micros: int) -> Ledger:
-        """Hold the estimate of an accepted task."""
-        if self.journal:
-            self.journal.note(self.reserved, task_id)
-            self.journal.note(vars(self), "_reserved_total")
-        self._reserved_total += micros - self.reserved.get(task_id, 0)
-        self.reserved[task_id] = micros
+    def reserve(self, request_id: str, micros: int) -> Ledger:
+        """Hold the estimate of an accepted request (the dedup record does it in the governor)."""
+        self.reservations.hold(request_id, micros, self.journal)
         return self
 
-    def settle(self, task_id: str, cost_micros: int, period: str, cost_center: str) -> Ledger:
-        """Charge actual cost and release the task's reservation, in one step."""
+    def settle(self, request_id: str, cost_micros: int, period: str, cost_center: str) -> Ledger:
+        """Charge actual cost and release the request's reservation, in one step."""
+        self.reservations.release(request_id, self.journal)
         if self.journal:
-            self.journal.note(self.reserved, task_id)
-            self.journal.note(vars(self), "_reserved_total")
             self.journal.note(self.spend, period)
-            self.spend[period] = dict(self.spend.get(period, {}))  # the old dict stays intact
-        self._reserved_total -= self.reserved.pop(task_id, 0)
-        period_spend = self.spend.setdefault(period, {})
+        period_spend = dict(self.spend.get(period, {}))  # the old dict stays intact
         period_spend[cost_center] = period_spend.get(cost_center, 0) + cost_micros
+        self.spend[period] = period_spend
         for old in sorted(self.spend)[:-KEEP_PERIODS]:
             if self.journal:
                 self.journal.note(self.spend, old)
@@ -81,8 +84,8 @@ class Ledger:
 
     def reserved_total(self) -> int:
         """Cost of work accepted but not yet finished."""
-        return self._reserved_total
+        return self.reservations.total
 
     def forecast(self, period: str, estimate_micros: int) -> int:
         """Spend this period + reservations + this request's estimate."""
-        return self.spent(period) + self._reserved_total + estimate_micros
+        return self.spent(period) + self.reservations.total + estimate_micros

@@ -224,7 +224,7 @@ async def serve(settings: Settings) -> None:
         "lapverse-gateway",
         settings.environment,
         settings.otlp_endpoint or None,
-        settings.trace_sample_ratio,
+        settings.recorded_trace_ratio,
     )
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()

@@ -125,12 +125,25 @@ async def read_topic(
 async def ledger_of(
     settings: Settings, tenant: str, app_id: str = "lapverse-streams"
 ) -> dict[str, Any]:
-    """The tenant's ledger as the worker last wrote it to its changelog."""
-    topic = f"{settings.topic_prefix}{app_id}-ledger-changelog"
-    records = await drain(settings, topic)
+    """The tenant's ledger as the worker last wrote it to its changelogs.
+
+    `reserved` is derived as the worker derives it: the tenant's dedup records whose last
+    changelog value is still `accepted` (domain/state.py), each with its estimate.
+    """
+    prefix = f"{settings.topic_prefix}{app_id}"
+    last: dict[bytes, Any] = {}
+    for r in await drain(settings, f"{prefix}-dedup-changelog"):
+        last[r.key] = None if r.value is None else orjson.loads(r.value)
+    records = await drain(settings, f"{prefix}-ledger-changelog")
     key = orjson.dumps(tenant)
     values = [r.value for r in records if r.key == key]
-    return orjson.loads(values[-1]) if values else {}
+    ledger: dict[str, Any] = orjson.loads(values[-1]) if values else {}
+    reserved = {
+        v["request_id"]: v["estimate"]
+        for v in last.values()
+        if v is not None and v["tenant"] == tenant and v["status"] == "accepted"
+    }
+    return {**ledger, "reserved": reserved} if values or reserved else {}
 
 
 def distinct(field: str, at_least: int) -> Callable[[list[Any]], bool]:
@@ -143,13 +156,17 @@ def distinct(field: str, at_least: int) -> Callable[[list[Any]], bool]:
 
 
 async def settled_ledger(settings: Settings, tenant: str, timeout_s: float = 30) -> dict[str, Any]:
-    """The tenant's ledger once it has spent and holds no reservation (or at the deadline)."""
+    """The tenant's ledger once it has spent, holds no reservation and stays so (or at the
+    deadline): the dedup and ledger changelogs are read one after the other, so one read
+    may see a settlement's dedup write and not yet its ledger write."""
     deadline = time.monotonic() + timeout_s
     ledger: dict[str, Any] = {}
+    previous: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         ledger = await ledger_of(settings, tenant)
-        if ledger.get("spend") and not ledger["reserved"]:
+        if ledger.get("spend") and not ledger["reserved"] and ledger == previous:
             break
+        previous = ledger
         await asyncio.sleep(0.5)
     return ledger
 

@@ -42,7 +42,7 @@ def test_ledger_settle_releases_and_charges() -> None:
     ledger = Ledger().reserve("t1", 100).reserve("t2", 50).settle("t1", 80, "2026-11", "ops")
     assert ledger.reserved == {"t2": 50}
     assert ledger.forecast("2026-11", 10) == 80 + 50 + 10
-    assert Ledger.from_json(ledger.to_json()) == ledger
+    assert Ledger.from_bytes(ledger.to_bytes()) == ledger
 
 
 def test_ledger_keeps_recent_periods_only() -> None:
@@ -65,7 +65,7 @@ def test_burn_counts_within_window_and_prunes() -> None:
         budget.Burn().record(0, True, 0, 1).record(hour, False, 1, 1).record(30 * hour, True, 2, 1)
     )
     assert burn.counts(30 * hour, budget.DAY_MS) == (1, 0)
-    assert budget.Burn.from_json(burn.to_json()) == burn
+    assert budget.Burn.from_bytes(burn.to_bytes()) == burn
 
 
 def test_budget_math() -> None:

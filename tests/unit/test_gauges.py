@@ -15,6 +15,7 @@ from lapverse_streams.domain.kaggle_stages import merged_flag
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.domain.promotion import Evolution
+from lapverse_streams.domain.state import Reservations
 from lapverse_streams.events.models import TenantConfig
 from lapverse_streams.observability.metrics import Metrics
 from tests.unit.test_governor import TAGS
@@ -46,8 +47,12 @@ def test_rollout_ratio_reads_the_champion_share_of_each_flag_shape() -> None:
     assert rollout_ratio(None, "balanced") is None
 
 
-def tables() -> dict[str, dict[str, Any]]:
-    ledger = Ledger().reserve("t1", 40_000).reserve("t2", 60_000)
+def tables() -> dict[str, Any]:
+    reservations = Reservations()
+    reservations.of("acme").hold("t1", 40_000)
+    reservations.of("acme").hold("t2", 60_000)
+    reservations.of("globex").hold("t3", 70_000)  # not this worker's tenant
+    ledger = Ledger()
     ledger.spend[billing_period(NOW)] = {"ops": 2_500_000, "ads": 500_000}
     ledger.spend["1999-01"] = {"ops": 9_000_000}  # another period: not this month's spend
     burn = Burn()
@@ -57,8 +62,9 @@ def tables() -> dict[str, dict[str, Any]]:
         burn = burn.record(NOW - 10 * 60_000, False, 90 + i, 30)
     evolution = Evolution(incumbent="balanced", promotions=1, promoted_ms=NOW - 60_000)
     return {
-        "ledger": {"acme": ledger.to_json(), "globex": Ledger().to_json()},
-        "burn": {"acme": burn.to_json()},
+        "ledger": {"acme": ledger, "globex": Ledger()},
+        "reservations": reservations,
+        "burn": {"acme": burn},
         "evolution": {
             "acme/forecast": evolution.to_json(),
             "globex/forecast": Evolution().to_json(),
@@ -74,7 +80,17 @@ def test_figures_come_from_the_tables_of_owned_tenants_only() -> None:
     t = tables()
     flags = {"champion.acme.forecast": champion_flag("balanced", "aggressive")}
     configs = {"acme": tenant("acme", 2000.0), "globex": tenant("globex")}
-    values = figures(t["ledger"], t["burn"], t["evolution"], configs, flags, acme_only, NOW, 30)
+    values = figures(
+        t["ledger"],
+        t["reservations"],
+        t["burn"],
+        t["evolution"],
+        configs,
+        flags,
+        acme_only,
+        NOW,
+        30,
+    )
     assert values.spend == {("acme", "ops"): 2.5, ("acme", "ads"): 0.5}
     assert values.reserved == {("acme",): 0.1}
     assert values.mrr == {("acme",): 2000.0}

@@ -12,7 +12,6 @@ from lapverse_streams.domain.admission import Policy
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, Inbound
 from lapverse_streams.domain.governor import Governor
 from lapverse_streams.domain.idempotency import task_id
-from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.events.codec import encode, envelope, header
 from lapverse_streams.events.models import FinOpsTags, TaskRequested, TaskResult, TenantConfig
@@ -97,8 +96,8 @@ def test_accepts_and_reserves_the_estimate(gov: Governor) -> None:
         202,
         10_000,
     )
-    assert Ledger.from_json(gov.ledgers["acme"]).reserved == {data["taskId"]: 10_000}
-    assert out.dirty_records == {data["taskId"]: 0}
+    assert gov.reservations.of("acme").items == {data["taskId"]: 10_000}
+    assert [(w.table, w.key, w.partition) for w in out.writes] == [("dedup", data["taskId"], 0)]
 
 
 def test_the_decision_carries_the_request_id_and_the_trace_of_the_request(gov: Governor) -> None:
@@ -116,18 +115,24 @@ def test_same_key_same_body_replays_the_first_decision_byte_for_byte(gov: Govern
     again = gov.process([log.request("k1")]).records[0]
     assert again.value == first.value
     assert header(again.headers, REPLAYED) == "true"
-    assert len(Ledger.from_json(gov.ledgers["acme"]).reserved) == 1
+    assert len(gov.reservations.of("acme").items) == 1
+
+
+def stored(gov: Governor) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The dedup and ledger stores' values, as the bytes they would be written as."""
+    records = {k: v.to_bytes() for k, v in gov.records.items()}
+    return records, {k: v.to_bytes() for k, v in gov.ledgers.items()}
 
 
 def test_same_key_different_body_is_a_422_that_changes_nothing(gov: Governor) -> None:
     log = Log()
     gov.process([log.request("k1", "first")])
-    before = copy.deepcopy((gov.records, gov.ledgers))
+    before = stored(gov)
     out = gov.process([log.request("k1", "second")])
     data = decision_of(out.records[0].value)
     assert (data["httpStatus"], data["reason"]) == (422, "fingerprint_mismatch")
     assert header(out.records[0].headers, REPLY_ONLY) == "true"
-    assert (gov.records, gov.ledgers) == before
+    assert stored(gov) == before
 
 
 def test_redelivered_request_repeats_the_decision_without_reserving_twice(gov: Governor) -> None:
@@ -136,15 +141,19 @@ def test_redelivered_request_repeats_the_decision_without_reserving_twice(gov: G
     again = gov.process([event]).records[0]
     assert again.value == first.value
     assert header(again.headers, REPLAYED) is None
-    assert len(Ledger.from_json(gov.ledgers["acme"]).reserved) == 1
+    assert len(gov.reservations.of("acme").items) == 1
 
 
-def test_redelivered_request_restores_a_reservation_whose_write_was_lost(gov: Governor) -> None:
+def test_a_reservation_is_its_accepted_record_whoever_writes_the_store(gov: Governor) -> None:
     event = Log().request("k1")
     gov.process([event])
-    del gov.ledgers["acme"]  # the ledger's changelog write did not survive the crash
-    gov.process([event])
-    assert sum(Ledger.from_json(gov.ledgers["acme"]).reserved.values()) == 10_000
+    [(task, record)] = list(gov.records.items())
+    del gov.records[task]  # its changelog write did not survive the crash
+    assert gov.reservations.total("acme") == 0
+    gov.records.update({task: record})  # as table recovery writes it back
+    assert gov.reservations.of("acme").items == {task: 10_000}
+    gov.process([event])  # the redelivery reserves nothing more
+    assert gov.reservations.total("acme") == 10_000
 
 
 def test_result_charges_once_and_releases_the_reservation(gov: Governor) -> None:
@@ -152,10 +161,10 @@ def test_result_charges_once_and_releases_the_reservation(gov: Governor) -> None
     decision = decision_of(gov.process([log.request("k1")]).records[0].value)
     gov.process([log.result(decision, cost=12_345)])
     gov.process([log.result(decision, cost=12_345)])  # the executor ran it twice
-    ledger = Ledger.from_json(gov.ledgers["acme"])
+    ledger = gov.ledgers["acme"]
     assert ledger.reserved == {}
     assert ledger.spend == {billing_period(NOW): {"ops": 12_345}}
-    assert gov.records[decision["taskId"]]["status"] == "completed"
+    assert gov.records[decision["taskId"]].status == "completed"
 
 
 def test_redelivered_result_is_charged_once_even_if_only_the_record_survived(gov: Governor) -> None:
@@ -168,16 +177,16 @@ def test_redelivered_result_is_charged_once_even_if_only_the_record_survived(gov
     gov.ledgers.update(ledger_before)  # crash: the record's write landed, the ledger's did not
     gov.process([result])
     gov.process([result])
-    assert Ledger.from_json(gov.ledgers["acme"]).spent(billing_period(NOW)) == 10_000
+    assert gov.ledgers["acme"].spent(billing_period(NOW)) == 10_000
 
 
 def test_failed_task_charges_nothing_and_burns_budget(gov: Governor) -> None:
     log = Log()
     decision = decision_of(gov.process([log.request("k1")]).records[0].value)
     gov.process([log.result(decision, status="failed", cost=0)])
-    ledger = Ledger.from_json(gov.ledgers["acme"])
+    ledger = gov.ledgers["acme"]
     assert (ledger.reserved, ledger.spent(billing_period(NOW))) == ({}, 0)
-    assert gov.burns["acme"]["buckets"]
+    assert gov.burns["acme"].buckets
 
 
 def test_exhausted_budget_answers_503_with_retry_after(gov: Governor) -> None:
@@ -276,11 +285,12 @@ def test_finished_and_rejected_records_are_forgotten_after_the_retention(gov: Go
     gov.tenants = {}
     gov.process([log.request("rejected")])
     later = NOW + 86_400_001
-    assert gov.forget_expired(NOW + 86_400_000, {0}) == {}
-    assert gov.forget_expired(later, {1}) == {}  # another worker's partition
+    assert gov.forget_expired(NOW + 86_400_000, {0}) == []
+    assert gov.forget_expired(later, {1}) == []  # another worker's partition
     forgotten = gov.forget_expired(later, {0})
-    assert set(forgotten) == {done["taskId"], task_id("acme", "rejected")}
-    assert set(forgotten.values()) == {0}
+    assert {w.key for w in forgotten} == {done["taskId"], task_id("acme", "rejected")}
+    assert {(w.table, w.value) for w in forgotten} == {("dedup", None)}  # tombstones
+    assert {w.partition for w in forgotten} == {0}
     assert set(gov.records) == {task_id("acme", "running")}  # unfinished work stays
 
 

@@ -90,17 +90,17 @@ def test_every_valid_request_is_decided_reserved_and_charged_once(
     charged: dict[str, int] = {}
     for tid, tenant in requested.items():
         record = gov.records[tid]
-        assert record["tenant"] == tenant
-        if record["status"] == "completed":
-            charged[tenant] = charged.get(tenant, 0) + record["cost"]
+        assert record.tenant == tenant
+        if record.status == "completed":
+            charged[tenant] = charged.get(tenant, 0) + record.cost
     for tenant in TENANTS:
-        ledger = Ledger.from_json(gov.ledgers.get(tenant))
-        for reserved in ledger.reserved:
+        for reserved in gov.reservations.of(tenant).items:
             assert requested.get(reserved) == tenant  # only the tenant's own work
-            assert gov.records[reserved]["status"] == "accepted"
-        unfinished = {t for t, r in gov.records.items() if r["tenant"] == tenant} - {
-            t for t, r in gov.records.items() if r["status"] == "completed"
+            assert gov.records[reserved].status == "accepted"
+        unfinished = {t for t, r in gov.records.items() if r.tenant == tenant} - {
+            t for t, r in gov.records.items() if r.status == "completed"
         }
-        assert set(ledger.reserved) == unfinished  # every accepted task reserved once
+        assert set(gov.reservations.of(tenant).items) == unfinished  # each reserved once
+        ledger = gov.ledgers.get(tenant) or Ledger()
         spent = sum(sum(centers.values()) for centers in ledger.spend.values())
         assert spent == charged.get(tenant, 0)  # each completion charged once

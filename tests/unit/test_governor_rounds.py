@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 from typing import Any
 
@@ -105,7 +104,7 @@ def test_accepted_round_reserves_and_fans_out_one_run_per_competitor(gov: Govern
     runs = sinks(out.records, "runs")
     assert [r["data"]["variant"] for r in runs] == list(VARIANTS)
     assert {r["data"]["deadlineMs"] for r in runs} == {NOW + 30_000}
-    assert gov.ledgers["acme"]["reserved"] == {decision["data"]["competitionId"]: 80_000}
+    assert gov.reservations.of("acme").items == {decision["data"]["competitionId"]: 80_000}
 
 
 def test_rounds_that_cannot_run_are_rejected_without_reserving(gov: Governor) -> None:
@@ -122,7 +121,7 @@ def test_rounds_that_cannot_run_are_rejected_without_reserving(gov: Governor) ->
     value = encode(envelope("competition.requested", "c", "acme", short, NOW, "/t"))
     (decision,) = sinks(gov.process([log.raw("rounds", value)]).records, "decisions")
     assert decision["data"]["httpStatus"] == 400
-    assert not gov.ledgers.get("acme", {}).get("reserved")
+    assert gov.reservations.total("acme") == 0
 
 
 def test_joined_round_is_charged_once_and_its_redelivery_re_emits(gov: Governor) -> None:
@@ -134,15 +133,15 @@ def test_joined_round_is_charged_once_and_its_redelivery_re_emits(gov: Governor)
     assert completed["data"]["champion"] == "balanced"
     assert completed["data"]["costMicros"] == 80_000
     assert completed["data"]["promotion"]["decision"] == "kept"
-    ledger = copy.deepcopy(gov.ledgers["acme"])
-    assert ledger["spend"][billing_period(NOW)] == {"default": 80_000}
-    assert ledger["reserved"] == {}
+    ledger = gov.ledgers["acme"].to_bytes()
+    assert gov.ledgers["acme"].spend[billing_period(NOW)] == {"default": 80_000}
+    assert gov.reservations.total("acme") == 0
 
     again = gov.process([joined])  # same offset: a redelivery after a crash
     assert [r.value for r in again.records] == [r.value for r in out.records]
     duplicate = gov.process([log.joined(round_id, "balanced")])  # a later copy
     assert duplicate.records == []
-    assert gov.ledgers["acme"] == ledger
+    assert gov.ledgers["acme"].to_bytes() == ledger
 
 
 def test_a_dominating_variant_is_promoted_exactly_once(gov: Governor) -> None:
