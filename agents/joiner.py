@@ -30,8 +30,7 @@ from lapverse_streams.domain.tournament import Round, VariantResult
 from lapverse_streams.events.codec import (
     PoisonMessage,
     decode,
-    encode,
-    envelope,
+    encode_event,
     header,
     parse_data,
 )
@@ -354,15 +353,8 @@ class Joiner:
             joined_at_ms=self.clock_ms(),
         )
         event_id = f"{joined_round.competition_id}:joined"
-        return encode(
-            envelope(
-                "competition.joined",
-                event_id,
-                joined_round.tenant,
-                joined,
-                joined.joined_at_ms,
-                SOURCE,
-            )
+        return encode_event(
+            "competition.joined", event_id, joined_round.tenant, joined, joined.joined_at_ms, SOURCE
         )
 
     async def _emit(self, pending: Pending, joined: bytes) -> None:

@@ -38,8 +38,7 @@ from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
     decode,
-    encode,
-    envelope,
+    encode_event,
     parse_data,
     trace_of,
 )
@@ -124,15 +123,13 @@ def fan_out(decision_json: bytes, headers: Headers) -> list[Outbound]:
         Outbound(
             "runs",
             run.competition_id.encode(),
-            encode(
-                envelope(
-                    "variant.run",
-                    f"{run.competition_id}:{run.variant}",
-                    run.tenant,
-                    run,
-                    decision.decided_at_ms,
-                    SOURCE,
-                )
+            encode_event(
+                "variant.run",
+                f"{run.competition_id}:{run.variant}",
+                run.tenant,
+                run,
+                decision.decided_at_ms,
+                SOURCE,
             ),
             list(trace),
         )
@@ -177,7 +174,7 @@ def settled_outputs(
         Outbound(
             "completions",
             tenant.encode(),
-            encode(envelope("competition.completed", event_id, tenant, completed, now_ms, SOURCE)),
+            encode_event("competition.completed", event_id, tenant, completed, now_ms, SOURCE),
             [],
         )
     ]
@@ -209,7 +206,7 @@ def kaggle_sync(
         requested_at_ms=now_ms,
     )
     event_id = f"{joined.competition_id}:kaggle.sync"
-    value = encode(envelope("kaggle.sync", event_id, joined.tenant, stage, now_ms, SOURCE))
+    value = encode_event("kaggle.sync", event_id, joined.tenant, stage, now_ms, SOURCE)
     return Outbound("kaggle", joined.competition_id.encode(), value, [])
 
 
@@ -247,13 +244,13 @@ def promotion_outputs(
         Outbound(
             "champions",
             tenant.encode(),
-            encode(envelope("champion.promoted", promoted_id, tenant, promoted, now_ms, SOURCE)),
+            encode_event("champion.promoted", promoted_id, tenant, promoted, now_ms, SOURCE),
             [],
         ),
         Outbound(
             "flags",
             flag_key.encode(),
-            encode(envelope("flag.configured", flag_id, flag_key, flag, now_ms, SOURCE)),
+            encode_event("flag.configured", flag_id, flag_key, flag, now_ms, SOURCE),
             [],
         ),
     ]
@@ -313,10 +310,10 @@ class Referee:
             self.state.table("ledger").touch(tenant_id)
         objective = tenant.latency_objective_ms if tenant else 30_000
         window_days = tenant.slo_window_days if tenant else 30
-        if record.offset > burn.applied:
+        if not burn.already_applied("joins", record.offset):
             elapsed = joined.joined_at_ms - existing.created_ms
             good = joined.champion is not None and elapsed <= objective
-            burn.record(joined.joined_at_ms, good, record.offset, window_days)
+            burn.record(joined.joined_at_ms, good, "joins", record.offset, window_days)
             self.state.table("burn").touch(tenant_id)
         good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
         rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)

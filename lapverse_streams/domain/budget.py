@@ -15,13 +15,14 @@ DAY_MS = 24 * HOUR_MS
 
 @dataclass
 class Burn:
-    """One tenant's good/bad counts by hour bucket; `applied` is the last result offset applied.
+    """One tenant's good/bad counts by hour bucket; `applied` is the last offset applied per
+    input topic (task results and joined rounds are counted, each from its own topic).
 
     `record` mutates in place (the governor loads a Burn once per batch and writes it once).
     """
 
     buckets: dict[int, tuple[int, int]] = field(default_factory=dict)
-    applied: int = -1
+    applied: dict[str, int] = field(default_factory=dict)
     journal: Journal | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
@@ -30,19 +31,28 @@ class Burn:
             {"buckets": {str(h): c for h, c in self.buckets.items()}, "applied": self.applied}
         )
 
+    def already_applied(self, source: str, offset: int) -> bool:
+        """True when the record at this offset of `source` is already counted."""
+        return offset <= self.applied.get(source, -1)
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> Burn:
-        """Inverse of to_bytes."""
+        """Inverse of to_bytes; an earlier value's single offset stands for both topics."""
         obj: dict[str, Any] = orjson.loads(raw)
         buckets = {int(h): (int(c[0]), int(c[1])) for h, c in obj["buckets"].items()}
-        return cls(buckets, int(obj["applied"]))
+        applied = obj["applied"]
+        if isinstance(applied, int):
+            applied = dict.fromkeys(("results", "joins"), applied)
+        return cls(buckets, applied)
 
-    def record(self, finished_ms: int, good: bool, offset: int, window_days: int) -> Burn:
-        """Count one finished task and drop buckets older than the window."""
+    def record(
+        self, finished_ms: int, good: bool, source: str, offset: int, window_days: int
+    ) -> Burn:
+        """Count one finished task (the record at `offset` of `source`); drop old buckets."""
         hour = finished_ms // HOUR_MS
         if self.journal:
             self.journal.note(self.buckets, hour)
-            self.journal.note(vars(self), "applied")
+            self.journal.note(self.applied, source)
         if hour not in self.buckets:
             oldest = hour - window_days * 24
             for old in [h for h in self.buckets if h <= oldest]:
@@ -51,7 +61,7 @@ class Burn:
                 del self.buckets[old]
         g, b = self.buckets.get(hour, (0, 0))
         self.buckets[hour] = (g + 1, b) if good else (g, b + 1)
-        self.applied = max(offset, self.applied)
+        self.applied[source] = max(offset, self.applied.get(source, -1))
         return self
 
     def counts(self, now_ms: int, window_ms: int) -> tuple[int, int]:

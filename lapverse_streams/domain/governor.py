@@ -52,6 +52,7 @@ from lapverse_streams.events.codec import (
     PoisonMessage,
     decode,
     encode,
+    encode_event,
     envelope,
     header,
     parse_data,
@@ -260,7 +261,7 @@ class Governor:
         tags = self.tags(tenant, tenant_id, intake.cost_center)
         short_type, decision = intake.decide(verdict, intake.estimate_micros, tags)
         event_id = f"{intake.request_id}:decision"
-        encoded = encode(envelope(short_type, event_id, tenant_id, decision, now, SOURCE))
+        encoded = encode_event(short_type, event_id, tenant_id, decision, now, SOURCE)
         # An accepted record is the request's reservation (domain/state.py: Reservations).
         self._records[intake.request_id] = DedupRecord(
             kind=intake.kind,
@@ -386,12 +387,12 @@ class Governor:
             ledger.mark("results", record.offset)
             self._ledgers.touch(tenant_id)
         burn = self._burn(tenant_id)
-        if record.offset > burn.applied:
+        if not burn.already_applied("results", record.offset):
             tenant = self.tenants.get(tenant_id)
             objective = tenant.latency_objective_ms if tenant else 30_000
             window = tenant.slo_window_days if tenant else 30
             good = result.status == "completed" and result.duration_ms <= objective
-            burn.record(result.finished_at_ms, good, record.offset, window)
+            burn.record(result.finished_at_ms, good, "results", record.offset, window)
             self._burns.touch(tenant_id)
         out.observations.append(
             Observation("result", tenant_id, existing.type, result.status, result.duration_ms)

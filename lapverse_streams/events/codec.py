@@ -50,6 +50,25 @@ def encode(event: CloudEvent) -> bytes:
     return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
 
 
+def encode_event(
+    short: str, event_id: str, subject: str, data: Model, now_ms: int, source: str
+) -> bytes:
+    """`encode(envelope(...))` in one step, byte for byte: the data is dumped once and no
+    envelope model is built (the hot path's events are our own, valid by construction)."""
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": source,
+            "type": type_name(short),
+            "subject": subject,
+            "time": now_rfc3339(now_ms),
+            "datacontenttype": "application/json",
+            "data": data.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+    )
+
+
 def decode(raw: bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[CloudEvent, str]:
     """Parse bytes into an envelope and its short type name, or raise PoisonMessage.
 

@@ -14,7 +14,7 @@ from lapverse_streams.config_view import ConfigView, hash_api_key
 from lapverse_streams.domain import flags
 from lapverse_streams.domain.pricing import MICROS_PER_USD, usd, usd_to_micros
 from lapverse_streams.events import topics
-from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.codec import encode, encode_event, envelope
 from lapverse_streams.events.models import (
     MAX_MRR_MICROS,
     TENANT_ID_PATTERN,
@@ -195,15 +195,13 @@ class AdminRoutes:
 
     async def publish_tenant(self, tenant: TenantConfig) -> None:
         """Write tenant configuration and apply it locally (read-your-writes)."""
-        event = encode(
-            envelope(
-                "tenant.configured",
-                f"{tenant.tenant_id}:{now_ms()}",
-                tenant.tenant_id,
-                tenant,
-                now_ms(),
-                SOURCE,
-            )
+        event = encode_event(
+            "tenant.configured",
+            f"{tenant.tenant_id}:{now_ms()}",
+            tenant.tenant_id,
+            tenant,
+            now_ms(),
+            SOURCE,
         )
         partition, offset = await self.publish(topics.TENANTS, tenant.tenant_id, event)
         self.config.apply_written(

@@ -62,7 +62,10 @@ def test_ledger_offsets_mark_applied() -> None:
 def test_burn_counts_within_window_and_prunes() -> None:
     hour = budget.HOUR_MS
     burn = (
-        budget.Burn().record(0, True, 0, 1).record(hour, False, 1, 1).record(30 * hour, True, 2, 1)
+        budget.Burn()
+        .record(0, True, "results", 0, 1)
+        .record(hour, False, "results", 1, 1)
+        .record(30 * hour, True, "results", 2, 1)
     )
     assert burn.counts(30 * hour, budget.DAY_MS) == (1, 0)
     assert budget.Burn.from_bytes(burn.to_bytes()) == burn
@@ -76,7 +79,7 @@ def test_budget_math() -> None:
 
 
 def test_budget_needs_a_minimum_sample() -> None:
-    burn = budget.Burn().record(0, False, 0, 30)
+    burn = budget.Burn().record(0, False, "results", 0, 30)
     assert not budget.budget_exhausted(burn, 0.99, 30, 1, min_events=2)
     assert budget.budget_exhausted(burn, 0.99, 30, 1, min_events=1)
 
@@ -117,3 +120,19 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
     for attempt, base in [(1, 1000), (2, 2000), (3, 4000)]:
         delay = backoff_ms(attempt, 1000, rng=rng)
         assert base * 0.5 <= delay <= base * 1.5
+
+
+def test_burn_counts_results_and_rounds_by_their_own_offsets() -> None:
+    burn = budget.Burn().record(0, True, "joins", 500, 30)  # a round far along its topic
+    assert not burn.already_applied("results", 3)  # a task result at a low offset still counts
+    burn.record(0, False, "results", 3, 30)
+    assert burn.counts(1, budget.DAY_MS) == (1, 1)
+    assert burn.already_applied("results", 3)
+    assert burn.already_applied("joins", 500)
+
+
+def test_a_burn_stored_with_one_offset_reads_it_for_both_topics() -> None:
+    old = b'{"buckets": {"0": [2, 1]}, "applied": 7}'
+    burn = budget.Burn.from_bytes(old)
+    assert burn.applied == {"results": 7, "joins": 7}
+    assert budget.Burn.from_bytes(burn.to_bytes()) == burn

@@ -57,9 +57,9 @@ def tables() -> dict[str, Any]:
     ledger.spend["1999-01"] = {"ops": 9_000_000}  # another period: not this month's spend
     burn = Burn()
     for i in range(90):
-        burn = burn.record(NOW - 2 * HOUR_MS, True, i, 30)
+        burn = burn.record(NOW - 2 * HOUR_MS, True, "results", i, 30)
     for i in range(10):
-        burn = burn.record(NOW - 10 * 60_000, False, 90 + i, 30)
+        burn = burn.record(NOW - 10 * 60_000, False, "results", 90 + i, 30)
     evolution = Evolution(incumbent="balanced", promotions=1, promoted_ms=NOW - 60_000)
     return {
         "ledger": {"acme": ledger, "globex": Ledger()},
