@@ -87,6 +87,21 @@ async def spawn_worker(
     )
 
 
+async def spawn_gateway(settings: Settings, admin_token: str, work_dir: Path) -> Child:
+    """A `lapverse gateway` on settings' broker, prefix and gateway port, with an admin token."""
+    env = {
+        **os.environ,
+        "LAPVERSE_BROKER_URL": settings.broker_url,
+        "LAPVERSE_TOPIC_PREFIX": settings.topic_prefix,
+        "LAPVERSE_GATEWAY_PORT": str(settings.gateway_port),
+        "LAPVERSE_ADMIN_TOKEN": admin_token,
+        "LAPVERSE_LOG_LEVEL": "WARNING",
+        "LAPVERSE_PROCESSING_GUARANTEE": settings.processing_guarantee,
+    }
+    argv = [sys.executable, "-m", "lapverse_streams.cli", "gateway"]
+    return await spawn("gateway", argv, env, work_dir)
+
+
 async def stop(child: Child, grace_s: float = 15.0, sig: int = signal.SIGTERM) -> None:
     """Send sig (SIGTERM), then SIGKILL after grace_s."""
     if not child.alive():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +43,15 @@ from lapverse_streams.gateway.view import (
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.settings import Settings
 
-__all__ = ["Bridge", "BrokerUnavailable", "CompetitionState", "Reply", "TaskState"]
+__all__ = ["Bridge", "BrokerUnavailable", "CompetitionState", "Reply", "Request", "TaskState"]
 
 log = logging.getLogger(__name__)
 READER = "gateway-reader"
 DECISIONS = ("task.accepted", "task.rejected", "competition.accepted", "competition.rejected")
 MAX_WORKERS = 256  # heartbeats kept for /api/status; the least recently updated go first
 DEAD_LETTER_TIMEOUT_S = 10.0
+PRODUCE_TIMEOUT_MS = 5_000
+MAX_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
 Handler = Callable[[str, CloudEvent, Consumed], None]
 
 
@@ -63,6 +65,15 @@ class Reply:
 
     data: dict[str, Any]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request record to write: its value, its headers and the id its decision will carry."""
+
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    request_id: str
 
 
 class Bridge:
@@ -109,8 +120,11 @@ class Bridge:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             acks="all",
-            request_timeout_ms=5_000,
+            request_timeout_ms=PRODUCE_TIMEOUT_MS,
             linger_ms=2,
+            # A batch request's records fit one produce batch: aiokafka sends one batch per
+            # partition per request, and a full batch makes the next send wait for a round trip.
+            max_batch_size=MAX_BATCH_BYTES,
         )
         await self._producer.start()
         self._producing.set()
@@ -267,7 +281,7 @@ class Bridge:
                     self._producer.send_and_wait(
                         self.settings.topic(topic), value, key=key, headers=headers
                     ),
-                    timeout=self.settings.decision_timeout_ms / 1000 + 5,
+                    timeout=self._produce_timeout_s,
                 )
             except (KafkaError, TimeoutError) as exc:
                 self.connected = False
@@ -282,6 +296,64 @@ class Bridge:
         finally:
             self._waiters.pop(request_id, None)
 
+    async def submit_many(
+        self, topic: str, key: bytes, requests: Sequence[Request], wait_s: float
+    ) -> list[Reply | BrokerUnavailable | None]:
+        """Write requests as one produce batch, then wait up to wait_s for their decisions.
+
+        Per request: its decision, None when it did not arrive in time (pending), or
+        BrokerUnavailable when its record was not written. Raises BrokerUnavailable when
+        none was written.
+        """
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[Reply]] = [loop.create_future() for _ in requests]
+        for request, waiter in zip(requests, waiters, strict=True):
+            self._waiters[request.request_id] = waiter
+        try:
+            failures = await self._write(self.settings.topic(topic), key, requests)
+            written = [w for w, failed in zip(waiters, failures, strict=True) if failed is None]
+            if not written:
+                raise next(f for f in failures if f is not None)
+            if wait_s > 0:
+                await asyncio.wait(written, timeout=wait_s)
+            return [
+                failed or (waiter.result() if waiter.done() else None)
+                for waiter, failed in zip(waiters, failures, strict=True)
+            ]
+        finally:
+            for request in requests:
+                self._waiters.pop(request.request_id, None)
+
+    async def _write(
+        self, topic: str, key: bytes, requests: Sequence[Request]
+    ) -> list[BrokerUnavailable | None]:
+        """Hand every record to the producer, then await their deliveries together.
+
+        Per record: None once the broker acknowledged it, else why it was not written.
+        """
+        assert self._producer is not None
+        deliveries: list[asyncio.Future[Any]] = []
+        stopped: BrokerUnavailable | None = None
+        try:
+            async with asyncio.timeout(self._produce_timeout_s):
+                for request in requests:
+                    deliveries.append(
+                        await self._producer.send(
+                            topic, request.value, key=key, headers=request.headers
+                        )
+                    )
+                await asyncio.wait(deliveries)
+        except (KafkaError, TimeoutError) as exc:
+            stopped = BrokerUnavailable(str(exc) or type(exc).__name__)
+        failures = [_failure(d) for d in deliveries]
+        failures += [stopped or BrokerUnavailable("not sent")] * (len(requests) - len(deliveries))
+        self.connected = stopped is None and not any(failures)
+        return failures
+
+    @property
+    def _produce_timeout_s(self) -> float:
+        return self.settings.decision_timeout_ms / 1000 + PRODUCE_TIMEOUT_MS / 1000
+
     async def publish(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
         """Write a configuration record, wait for the broker's acknowledgement: its position."""
         assert self._producer is not None
@@ -293,6 +365,24 @@ class Bridge:
             self.connected = False
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
         return written.partition, written.offset
+
+
+def _failure(delivery: asyncio.Future[Any]) -> BrokerUnavailable | None:
+    """Why a record was not written, or None when the broker acknowledged it."""
+    if not delivery.done():
+        # Still in the producer: it may yet be written, but it is not acknowledged now.
+        delivery.add_done_callback(_ignore_outcome)
+        return BrokerUnavailable("no acknowledgement in time")
+    if delivery.cancelled():
+        return BrokerUnavailable("cancelled")
+    error = delivery.exception()
+    return BrokerUnavailable(str(error) or type(error).__name__) if error else None
+
+
+def _ignore_outcome(delivery: asyncio.Future[Any]) -> None:
+    """Retrieve a late delivery's outcome, so asyncio does not log it as never retrieved."""
+    if not delivery.cancelled():
+        delivery.exception()
 
 
 def _text(key: bytes | None) -> str:

@@ -36,7 +36,7 @@ class Problem(web.HTTPException):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        body = {
+        self.details: dict[str, Any] = {  # the body's members, for a batch item's answer
             "type": PROBLEM_TYPE + code,
             "title": TITLES.get(status, "Error"),
             "status": status,
@@ -46,7 +46,7 @@ class Problem(web.HTTPException):
         self.status_code = status
         super().__init__(
             headers=headers,
-            body=orjson.dumps(body),
+            body=orjson.dumps(self.details),
             content_type="application/problem+json",
         )
 

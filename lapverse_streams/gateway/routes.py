@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -11,9 +13,10 @@ from opentelemetry import trace
 from lapverse_streams.clock import now_ms
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.domain import idempotency
+from lapverse_streams.domain.batch import REQUEST_ID
 from lapverse_streams.domain.pricing import task_estimate_micros, usd
 from lapverse_streams.events import topics
-from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.codec import encode_event
 from lapverse_streams.events.models import (
     FinOpsTags,
     Model,
@@ -66,10 +69,23 @@ class Routes:
     async def _post_task(self, request: web.Request, tenant: TenantConfig) -> web.Response:
         key = self.request_key(request)
         body = await read_json(request, self.limits)
+        task = self.parse_task(body, tenant.tenant_id)
+        task_id = idempotency.task_id(tenant.tenant_id, key)
+        requested = TaskRequested(**task.model_dump(), tags=self.tags(tenant, task.cost_center))
+        reply = await self.submit(
+            topics.TASKS, "task.requested", key, tenant.tenant_id, task_id, requested
+        )
+        location = task_location(task_id)
+        if reply is None:
+            return pending_task(task_id, requested).response()
+        return render_decision(reply, location)
+
+    def parse_task(self, body: Any, tenant_id: str) -> TaskRequest:
+        """A task request of this tenant with a known type, or the 400/403 problem."""
         if isinstance(body, dict):
-            body.setdefault("tenant", tenant.tenant_id)
+            body.setdefault("tenant", tenant_id)
         task = parse_body(TaskRequest, body)
-        if task.tenant != tenant.tenant_id:
+        if task.tenant != tenant_id:
             raise Problem(403, "wrong-tenant", "body.tenant does not match the API key's tenant")
         if task.type not in self.task_types:
             known = ", ".join(self.task_types)
@@ -77,22 +93,7 @@ class Routes:
             raise Problem(
                 400, "unknown-task-type", detail, fields=["type"], knownTypes=list(self.task_types)
             )
-        task_id = idempotency.task_id(tenant.tenant_id, key)
-        requested = TaskRequested(**task.model_dump(), tags=self.tags(tenant, task.cost_center))
-        reply = await self.submit(
-            topics.TASKS, "task.requested", key, tenant.tenant_id, task_id, requested
-        )
-        location = f"/api/v2/tasks/{task_id}"
-        if reply is None:
-            estimate = usd(task_estimate_micros(task.requirements.complexity))
-            body_out = {
-                "taskId": task_id,
-                "status": "pending",
-                "costEstimate": estimate,
-                "tags": requested.tags.model_dump(by_alias=True) if requested.tags else None,
-            }
-            return json_response(body_out, 202, {"Location": location})
-        return render_decision(reply, location)
+        return task
 
     def request_key(self, request: web.Request) -> str:
         """The request's Idempotency-Key, or 400 saying what is wrong with it."""
@@ -106,35 +107,36 @@ class Routes:
         self, topic: str, short: str, key: str, tenant_id: str, request_id: str, data: Model
     ) -> Reply | None:
         """Write a request event and await its decision; 409 while the same key is deciding."""
-        if request_id in self._in_flight:
-            raise Problem(
-                409,
-                "request-in-progress",
-                "a request with this Idempotency-Key is still being decided",
-            )
-        self._in_flight.add(request_id)
+        if not self.claim(request_id):
+            raise in_progress()
         try:
             with tracer.start_as_current_span(
                 f"submit {short}",
                 kind=trace.SpanKind.PRODUCER,
                 attributes={"lapverse.request_id": request_id, "lapverse.tenant": tenant_id},
             ):
-                event = envelope(short, key, tenant_id, data, now_ms(), SOURCE)
                 reply_id = uuid.uuid4().hex
-                headers = inject_headers([("lapverse-request-id", reply_id.encode())])
+                event = encode_event(short, key, tenant_id, data, now_ms(), SOURCE)
+                headers = inject_headers([(REQUEST_ID, reply_id.encode())])
                 try:
                     return await self.bridge.submit(
-                        topic, tenant_id.encode(), encode(event), headers, reply_id
+                        topic, tenant_id.encode(), event, headers, reply_id
                     )
                 except BrokerUnavailable as exc:
-                    raise Problem(
-                        503,
-                        "broker-unavailable",
-                        f"the request was not accepted: {exc}",
-                        headers={"Retry-After": "5"},
-                    ) from exc
+                    raise broker_unavailable(exc) from exc
         finally:
-            self._in_flight.discard(request_id)
+            self.release((request_id,))
+
+    def claim(self, request_id: str) -> bool:
+        """Mark a request id as being decided; False when it already is (a 409)."""
+        if request_id in self._in_flight:
+            return False
+        self._in_flight.add(request_id)
+        return True
+
+    def release(self, request_ids: Iterable[str]) -> None:
+        """Forget request ids once their answers are known."""
+        self._in_flight.difference_update(request_ids)
 
     async def get_task(self, request: web.Request) -> web.Response:
         """GET /api/v2/tasks/{id}: the task as the gateway's view knows it."""
@@ -158,8 +160,55 @@ class Routes:
         )
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A POST's answer before it is HTTP: status, headers and JSON body."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    def response(self) -> web.Response:
+        """The answer as an application/json response."""
+        return json_response(self.body, self.status, self.headers)
+
+
+def task_location(task_id: str) -> str:
+    """Where to GET a task."""
+    return f"/api/v2/tasks/{task_id}"
+
+
+def in_progress() -> Problem:
+    """409: the same Idempotency-Key is still being decided."""
+    return Problem(
+        409, "request-in-progress", "a request with this Idempotency-Key is still being decided"
+    )
+
+
+def broker_unavailable(exc: BaseException) -> Problem:
+    """503: the request could not be written to Kafka, so nothing was accepted."""
+    detail = f"the request was not accepted: {str(exc) or type(exc).__name__}"
+    return Problem(503, "broker-unavailable", detail, headers={"Retry-After": "5"})
+
+
+def pending_task(task_id: str, requested: TaskRequested) -> Answer:
+    """202 `pending`: the task is on Kafka but its decision did not arrive in time."""
+    body = {
+        "taskId": task_id,
+        "status": "pending",
+        "costEstimate": usd(task_estimate_micros(requested.requirements.complexity)),
+        "tags": requested.tags.model_dump(by_alias=True) if requested.tags else None,
+    }
+    return Answer(202, {"Location": task_location(task_id)}, body)
+
+
 def render_decision(reply: Reply, location: str) -> web.Response:
     """The HTTP answer of a task's decision; replays add Idempotent-Replayed."""
+    return task_answer(reply, location).response()
+
+
+def task_answer(reply: Reply, location: str) -> Answer:
+    """202 for an accepted task, else raises the rejection's Problem."""
     data = reply.data
     accepted = {
         "taskId": data["taskId"],
@@ -167,19 +216,24 @@ def render_decision(reply: Reply, location: str) -> web.Response:
         "costEstimate": usd(data["costEstimateMicros"]),
         "tags": data["tags"],
     }
-    return decision_response(reply, location, accepted, taskId=data["taskId"])
+    return decision_answer(reply, location, accepted, taskId=data["taskId"])
 
 
 def decision_response(
     reply: Reply, location: str, accepted: dict[str, Any], **ids: str
 ) -> web.Response:
     """202 with `accepted` for an accepted request, else the rejection as problem+json."""
+    return decision_answer(reply, location, accepted, **ids).response()
+
+
+def decision_answer(reply: Reply, location: str, accepted: dict[str, Any], **ids: str) -> Answer:
+    """202 with `accepted` for an accepted request, else raises the rejection's Problem."""
     data = reply.data
     headers = {"Location": location}
     if reply.replayed:
         headers["Idempotent-Replayed"] = "true"
     if data["status"] == "accepted":
-        return json_response(accepted, 202, headers)
+        return Answer(202, headers, accepted)
     if data.get("retryAfterS") is not None:
         headers["Retry-After"] = str(data["retryAfterS"])
     headers.update(decision_headers(data))

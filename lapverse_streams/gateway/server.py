@@ -17,6 +17,7 @@ from lapverse_streams.clock import now_ms
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.gateway.admin import AdminRoutes
 from lapverse_streams.gateway.bridge import Bridge
+from lapverse_streams.gateway.bulk import BulkRoutes
 from lapverse_streams.gateway.health import WINDOWS_S
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.gateway.routes import Routes
@@ -193,6 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(kafka_clients)
     app.cleanup_ctx.append(health_sampler)
     app.router.add_post("/api/v2/tasks", routes.post_task)
+    app.router.add_post("/api/v2/tasks:batch", BulkRoutes(routes).post)
     app.router.add_get("/api/v2/tasks/{task_id}", routes.get_task)
     app.router.add_post("/api/v2/self-compete", rounds.post)
     app.router.add_get("/api/v2/self-compete/{competition_id}", rounds.get)
