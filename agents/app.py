@@ -115,6 +115,7 @@ def create_worker(
                 topics.TASK_RESULTS,
                 topics.SELF_COMPETE,
                 topics.COMPETITION_JOINS,
+                topics.CHAMPION_COMMANDS,
             )
         ),
     )
@@ -127,6 +128,7 @@ def create_worker(
         "champions": raw_topic(app, settings.topic(topics.CHAMPIONS)),
         "flags": raw_topic(app, settings.topic(topics.FLAGS)),
         "kaggle": raw_topic(app, settings.topic(topics.KAGGLE)),
+        "commands": raw_topic(app, settings.topic(topics.CHAMPION_COMMANDS)),
     }
     if handlers is None:
         handlers = load_handlers(
@@ -159,7 +161,7 @@ def create_worker(
     kaggle_agent.register(
         worker,
         sinks["kaggle"],
-        sinks["flags"],
+        sinks["commands"],
         kaggle if kaggle is not None else kaggle_agent.build_pipeline(settings),
         kaggle_breaker,
     )
@@ -183,7 +185,13 @@ def create_worker(
 
 # The agents that keep tables, and the topics whose partition p is their task p.
 TRANSACTIONAL = {
-    "governor": (topics.TASKS, topics.TASK_RESULTS, topics.SELF_COMPETE, topics.COMPETITION_JOINS),
+    "governor": (
+        topics.TASKS,
+        topics.TASK_RESULTS,
+        topics.SELF_COMPETE,
+        topics.COMPETITION_JOINS,
+        topics.CHAMPION_COMMANDS,
+    ),
     "joiner": (topics.VARIANT_RUNS, topics.VARIANT_RESULTS),
 }
 

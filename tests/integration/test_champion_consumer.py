@@ -13,8 +13,9 @@ from lapverse_streams.broker.engines import Broker
 from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.clients.kaggle import StageOutcome
 from lapverse_streams.domain import flags
-from lapverse_streams.domain.arena import champion_flag_key, promotion_outputs
+from lapverse_streams.domain.arena import promotion_outputs
 from lapverse_streams.domain.batch import Outbound
+from lapverse_streams.domain.champions import champion_flag_key
 from lapverse_streams.domain.kaggle_stages import stage_outputs
 from lapverse_streams.domain.promotion import PromotionDecision
 from lapverse_streams.events import topics
