@@ -56,6 +56,7 @@ class Settings:
     executor_tenant_concurrency: int = 50
     gateway_view_max_tasks: int = 50_000
     gateway_view_max_rounds: int = 10_000
+    gateway_view_max_champions: int = 10_000  # tenant families; their history is on disk only
     health_window_s: int = 300  # the health score's window of finished tasks
     health_interval_s: float = 10.0  # how often the gateway records a health snapshot
     prometheus_url: str = ""  # firing alerts for the score and `lapverse status`; long history
