@@ -155,6 +155,7 @@ def create_worker(
                 topics.TASK_RESULTS,
                 topics.SELF_COMPETE,
                 topics.COMPETITION_JOINS,
+                topics.CHAMPION_COMMANDS,
             )
         ),
     )
@@ -167,6 +168,7 @@ def create_worker(
         "champions": raw_topic(app, settings.topic(topics.CHAMPIONS)),
         "flags": raw_topic(app, settings.topic(topics.FLAGS)),
         "kaggle": raw_topic(app, settings.topic(topics.KAGGLE)),
+        "commands": raw_topic(app, settings.topic(topics.CHAMPION_COMMANDS)),
     }
     if handlers is None:
         handlers = load_handlers(
@@ -199,7 +201,7 @@ def create_worker(
     kaggle_agent.register(
         worker,
         sinks["kaggle"],
-        sinks["flags"],
+        sinks["commands"],
         kaggle if kaggle is not None else kaggle_agent.build_pipeline(settings),
         kaggle_breaker,
     )
@@ -223,7 +225,13 @@ def create_worker(
 
 # The agents that keep tables, and the topics whose partition p is their task p.
 TRANSACTIONAL = {
-    "governor": (topics.TASKS, topics.TASK_RESULTS, topics.SELF_COMPETE, topics.COMPETITION_JOINS),
+    "governor": (
+        topics.TASKS,
+        topics.TASK_RESULTS,
+        topics.SELF_COMPETE,
+        topics.COMPETITION_JOINS,
+        topics.CHAMPION_COMMANDS,
+    ),
     "joiner": (topics.VARIANT_RUNS, topics.VARIANT_RESULTS),
 }
 

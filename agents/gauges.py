@@ -1,5 +1,8 @@
 """Gauges of the state a worker owns: spend, reservations, MRR, error budget, champions.
 
+Champion gauges come from the rollout kept beside each family's evolution (domain/rollout.py):
+the champion, since when it serves, its rollout ratio and state.
+
 Each worker sets them from its own tables, for the tenants of the partitions it is assigned
 (a standby replica's copy is not its to report), on a timer. Each refresh replaces the whole
 set, so a tenant whose partition moved to another worker disappears from this one.
@@ -18,6 +21,7 @@ from lapverse_streams.domain.budget import DAY_MS, HOUR_MS, Burn, budget_remaini
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import MICROS_PER_USD, billing_period
 from lapverse_streams.domain.promotion import Evolution
+from lapverse_streams.domain.rollout import Rollout
 from lapverse_streams.domain.state import Reservations
 from lapverse_streams.events import topics
 from lapverse_streams.events.models import TenantConfig
@@ -46,23 +50,6 @@ def burn_windows(slo_window_days: int) -> dict[str, int]:
     }
 
 
-def rollout_ratio(flag: Mapping[str, Any] | None, champion: str) -> float | None:
-    """The share of targeting keys a champion flag serves `champion`, or None without a flag.
-
-    A `fractional` rule gives the champion its weight over the total; without one, the
-    default variant takes everything.
-    """
-    if not flag or flag.get("state") != "ENABLED":
-        return None if not flag else 0.0
-    targeting = flag.get("targeting") or {}
-    buckets = targeting.get("fractional") if isinstance(targeting, Mapping) else None
-    if isinstance(buckets, list) and buckets:
-        weights = {str(b[0]): float(b[1]) for b in buckets if isinstance(b, list) and len(b) == 2}
-        total = sum(weights.values())
-        return weights.get(champion, 0.0) / total if total else 0.0
-    return 1.0 if flag.get("defaultVariant") == champion else 0.0
-
-
 @dataclass
 class Figures:
     """One refresh's values, label tuples to numbers, gauge by gauge."""
@@ -75,6 +62,7 @@ class Figures:
     champion: dict[tuple[str, str, str], float] = field(default_factory=dict)
     promoted: dict[tuple[str, str], float] = field(default_factory=dict)
     rollout: dict[tuple[str, str], float] = field(default_factory=dict)
+    state: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 def figures(
@@ -83,7 +71,6 @@ def figures(
     burns: Mapping[str, Burn],
     evolutions: Mapping[str, Any],
     tenants: Mapping[str, TenantConfig],
-    flags: Mapping[str, Any],
     owns: Any,
     now: int,
     slo_window_days: int,
@@ -116,14 +103,14 @@ def figures(
         if not owns(tenant_id):
             continue
         evolution = Evolution.from_json(raw)
-        if evolution.incumbent is None:
+        rollout = Rollout.from_json(raw.get("rollout"), evolution)
+        if rollout.champion is None:
             continue
-        out.champion[(tenant_id, family, evolution.incumbent)] = 1.0
-        if evolution.promoted_ms:
-            out.promoted[(tenant_id, family)] = evolution.promoted_ms / 1000
-        ratio = rollout_ratio(flags.get(f"champion.{tenant_id}.{family}"), evolution.incumbent)
-        if ratio is not None:
-            out.rollout[(tenant_id, family)] = ratio
+        out.champion[(tenant_id, family, rollout.champion)] = 1.0
+        if rollout.since_ms:
+            out.promoted[(tenant_id, family)] = rollout.since_ms / 1000
+        out.rollout[(tenant_id, family)] = rollout.percent / 100
+        out.state[(tenant_id, family, rollout.state)] = 1.0
     return out
 
 
@@ -138,6 +125,7 @@ def publish(metrics: Metrics, values: Figures) -> None:
         (metrics.champion, values.champion),
         (metrics.champion_promoted, values.promoted),
         (metrics.champion_rollout, values.rollout),
+        (metrics.champion_state, values.state),
     ):
         gauge.clear()
         for labels, value in series.items():
@@ -158,7 +146,6 @@ def register(worker: Worker) -> None:
             tables["burn"].data,
             tables["evolution"].data,
             worker.config.tenants,
-            worker.config.flags,
             lambda tenant: partition_of(tenant, settings.topic_partitions) in owned,
             now_ms(),
             settings.slo_window_days,

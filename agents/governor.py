@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from agents.gauges import partition_of
 from agents.governor_spans import TracedGovernor
 from agents.transactions import (
     Positions,
@@ -19,8 +20,10 @@ from agents.transactions import (
     stop_after_failed_write,
 )
 from lapverse_streams.clock import now_ms
+from lapverse_streams.domain import champions
 from lapverse_streams.domain.admission import Policy
-from lapverse_streams.domain.batch import BatchOutput, Inbound, Observation
+from lapverse_streams.domain.batch import SOURCE, BatchOutput, Inbound, Observation
+from lapverse_streams.domain.rollout import RolloutPolicy
 from lapverse_streams.domain.state import Write
 from lapverse_streams.events import topics
 from lapverse_streams.observability.metrics import Metrics
@@ -47,6 +50,7 @@ def register(
         settings.topic(topics.TASK_RESULTS): "results",
         settings.topic(topics.SELF_COMPETE): "rounds",
         settings.topic(topics.COMPETITION_JOINS): "joins",
+        settings.topic(topics.CHAMPION_COMMANDS): "commands",
     }
     governor = TracedGovernor(  # the governor, with a span per record (agents/governor_spans.py)
         records=tables["dedup"].data.data,  # the memory stores' dicts (agents/app.py)
@@ -68,6 +72,9 @@ def register(
         evolutions=tables["evolution"].data.data,
         competition_deadline_ms=settings.competition_deadline_ms,
         task_types=task_types,
+        rollout=RolloutPolicy(
+            settings.rollout_steps, settings.champion_step_rounds, settings.champion_step_after_ms
+        ),
     )
 
     @worker.app.agent(inbound, name=AGENT)
@@ -149,6 +156,23 @@ def register(
         await produce_all(worker.app, outputs(BatchOutput(redriven)))
         worker.metrics.redrives.inc(len(redriven))
 
+    @worker.app.timer(settings.champion_tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
+    async def champion_ticks() -> None:
+        """A tick command per active rollout of this worker's tenants: the governor decides on
+        it in order with the tenant's other input, so time steps take the normal record path."""
+        partitions = worker.owned(settings.topic(topics.CHAMPION_COMMANDS))
+        if not partitions:
+            return
+        now = now_ms()
+
+        def owns(tenant: str) -> bool:
+            return partition_of(tenant, settings.topic_partitions) in partitions
+
+        for tenant, family, rollout in champions.active_rollouts(tables["evolution"].data, owns):
+            command = champions.tick(tenant, family, rollout.sequence, now)
+            key, value = champions.command_record(command, SOURCE)
+            await sinks["commands"].send(key=key, value=value, force=True)
+
     forget_every_s = min(60.0, max(1.0, settings.idempotency_retention_s / 10))
 
     @worker.app.timer(forget_every_s)  # type: ignore[untyped-decorator]
@@ -186,6 +210,8 @@ def observe(worker: Worker, observations: list[Observation], batch_size: int) ->
             m.dlq.labels("governor", o.reason).inc()
         elif o.kind == "rate_limited":
             m.rate_limited.labels(o.tenant).inc()
+        elif o.kind == "champion_rolled-back":
+            m.champion_rollbacks.labels(o.tenant, o.task_type, o.reason).inc()
 
 
 def observe_round(m: Metrics, o: Observation) -> None:

@@ -28,6 +28,7 @@ SPAN_NAMES = {
     "rounds": "admit competition",
     "results": "settle task",
     "joins": "settle competition",
+    "commands": "decide champion command",
 }
 PROMOTED = frozenset({"champions", "flags", "kaggle"})  # what a promotion emits
 

@@ -1,8 +1,9 @@
 """Kaggle agent: runs each promotion's sync, evaluate and promote stages, apart from the governor.
 
 Every `kaggle.<stage>` request on lapverse-kaggle yields one `kaggle.<stage>.<status>` outcome
-there, and possibly the next stage's request; a merged evaluation also sets the champion flag
-to 100 % on lapverse-flags. Kaggle trouble only ever delays this agent, never tasks.
+there, and possibly the next stage's request; a merged evaluation also sends a `merge` command
+for its promotion to lapverse-champion-commands, where the governor decides the rollout.
+Kaggle trouble only ever delays this agent, never tasks.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ class KaggleAgent:
 def register(
     worker: Worker,
     requests: faust.TopicT,
-    flags: faust.TopicT,
+    commands: faust.TopicT,
     pipeline: KagglePipeline,
     breaker: CircuitBreaker,
 ) -> None:
@@ -247,7 +248,7 @@ def register(
     Records it cannot handle go through `worker.dead_letters`.
     """
     settings = worker.settings
-    sinks = {"kaggle": requests, "flags": flags}
+    sinks = {"kaggle": requests, "commands": commands}
 
     async def send(out: Outbound) -> None:
         await sinks[out.sink].send(key=out.key, value=out.value, headers=out.headers, force=True)

@@ -1,8 +1,9 @@
 """A downstream service that follows LapVerse champions and picks the variant a request gets.
 
-It reads `lapverse-champions` (champion.promoted) and `lapverse-flags` (flag.configured) with
-plain aiokafka, keeps the current champion of each tenant and family, and evaluates the
-champion flag `champion.<tenant>.<family>` with the platform's own flag evaluator.
+It reads `lapverse-champions` (champion.promoted, and the rollout's champion.stepped,
+.rolled-back, .pinned and .unpinned) and `lapverse-flags` (flag.configured) with plain
+aiokafka, keeps the current champion of each tenant and family, and evaluates the champion
+flag `champion.<tenant>.<family>` with the platform's own flag evaluator.
 
     python examples/champion_consumer.py --bootstrap 127.0.0.1:9092 [--prefix P]
 """
@@ -27,7 +28,10 @@ from lapverse_streams.domain import flags
 
 CHAMPIONS_TOPIC = "lapverse-champions"
 FLAGS_TOPIC = "lapverse-flags"
-CHAMPION_PROMOTED = "io.lapverse.champion.promoted.v1"
+CHAMPION_EVENTS = frozenset(
+    f"io.lapverse.champion.{kind}.v1"
+    for kind in ("promoted", "stepped", "rolled-back", "pinned", "unpinned")
+)
 FLAG_CONFIGURED = "io.lapverse.flag.configured.v1"
 
 log = logging.getLogger("champion-consumer")
@@ -35,7 +39,7 @@ log = logging.getLogger("champion-consumer")
 
 @dataclass(frozen=True)
 class Champion:
-    """The current champion of a tenant's family, as its champion.promoted event says."""
+    """The current champion of a tenant's family, as its latest champion event says."""
 
     tenant: str
     family: str
@@ -45,7 +49,8 @@ class Champion:
     sequence: int
     flag_key: str
     rollout_percent: int
-    promoted_at_ms: int
+    state: str  # canary, ramping, full, pinned or rolled-back
+    changed_at_ms: int
 
 
 def champion_flag_key(tenant: str, family: str) -> str:
@@ -141,7 +146,7 @@ class ChampionConsumer:
         try:
             event = json.loads(value or b"")
             kind, data = event["type"], event["data"]
-            if kind == CHAMPION_PROMOTED:
+            if kind in CHAMPION_EVENTS:
                 self._apply_champion(data)
             elif kind == FLAG_CONFIGURED:
                 self._apply_flag(data)
@@ -158,9 +163,13 @@ class ChampionConsumer:
             sequence=int(data["sequence"]),
             flag_key=data["flagKey"],
             rollout_percent=int(data["rolloutPercent"]),
-            promoted_at_ms=int(data["promotedAtMs"]),
+            state=data.get("state", "canary"),
+            changed_at_ms=int(data.get("promotedAtMs") or data["changedAtMs"]),
         )
-        self._champions[(current.tenant, current.family)] = current  # log order: latest wins
+        known = self._champions.get((current.tenant, current.family))
+        if known is not None and known.sequence >= current.sequence:
+            return  # a copy of an event already applied
+        self._champions[(current.tenant, current.family)] = current
         if self._on_champion:
             self._on_champion(current)
 
@@ -188,7 +197,7 @@ def _print_champion(change: Champion) -> None:
     was = f" (was {change.previous})" if change.previous else ""
     print(
         f"{change.tenant}/{change.family}: {change.champion} is champion{was}, "
-        f"promotion #{change.sequence}, rolled out to {change.rollout_percent} %",
+        f"event #{change.sequence}, {change.state} at {change.rollout_percent} %",
         flush=True,
     )
 

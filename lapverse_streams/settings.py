@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -56,6 +57,7 @@ class Settings:
     executor_tenant_concurrency: int = 50
     gateway_view_max_tasks: int = 50_000
     gateway_view_max_rounds: int = 10_000
+    gateway_view_max_champions: int = 10_000  # tenant families; their history is on disk only
     health_window_s: int = 300  # the health score's window of finished tasks
     health_interval_s: float = 10.0  # how often the gateway records a health snapshot
     prometheus_url: str = ""  # firing alerts for the score and `lapverse status`; long history
@@ -66,6 +68,10 @@ class Settings:
     retry_base_ms: int = 1_000
     redrive_after_ms: int = 120_000
     competition_deadline_ms: int = 30_000
+    champion_rollout_steps: str = "10,50,100"  # percent of keys at each step; the first: canary
+    champion_step_rounds: int = 20  # rounds at a step before the next (0: never by rounds)
+    champion_step_after_ms: int = 3_600_000  # time at a step before the next (0: never by time)
+    champion_tick_interval_ms: int = 5_000  # how often the governor looks at active rollouts
     news_ai_url: str = "http://127.0.0.1:8091"
     news_ai_key: str = field(default="", repr=False)
     news_ai_timeout_ms: int = 3_000
@@ -130,6 +136,22 @@ class Settings:
             raise ValueError("LAPVERSE_DEFAULT_SLO_TARGET must be between 0 and 1")
         if not 0 <= self.trace_sample_ratio <= 1:
             raise ValueError("LAPVERSE_TRACE_SAMPLE_RATIO must be between 0 and 1")
+        try:
+            steps = self.rollout_steps
+        except ValueError:
+            steps = ()
+        rising = all(0 < a < b for a, b in itertools.pairwise(steps))
+        if not steps or steps[0] <= 0 or steps[-1] != 100 or not rising:
+            raise ValueError(
+                "LAPVERSE_CHAMPION_ROLLOUT_STEPS must be increasing percentages ending at 100"
+            )
+        if self.champion_tick_interval_ms < 100:
+            raise ValueError("LAPVERSE_CHAMPION_TICK_INTERVAL_MS must be at least 100")
+
+    @property
+    def rollout_steps(self) -> tuple[int, ...]:
+        """LAPVERSE_CHAMPION_ROLLOUT_STEPS as numbers, e.g. (10, 50, 100)."""
+        return tuple(int(step) for step in self.champion_rollout_steps.split(",") if step.strip())
 
     @property
     def isolation_level(self) -> str:

@@ -16,6 +16,8 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Cleanup policy and retention of a topic of the contract (short name)."""
     if name in topics.COMPACTED:
         return {"cleanup.policy": "compact"}
+    if name == topics.CHAMPIONS:  # the champions' history is rebuilt from it: kept for good
+        return {"cleanup.policy": "delete", "retention.ms": "-1"}
     retention_ms = settings.dlq_retention_ms if name == topics.DLQ else settings.topic_retention_ms
     return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from lapverse_streams.domain import idempotency
+from lapverse_streams.domain import rollout as decider
 from lapverse_streams.domain.admission import Verdict
 from lapverse_streams.domain.batch import (
     SOURCE,
@@ -17,7 +17,15 @@ from lapverse_streams.domain.batch import (
     Observation,
     Outbound,
 )
-from lapverse_streams.domain.budget import DAY_MS, Burn, burn_rate
+from lapverse_streams.domain.budget import Burn
+from lapverse_streams.domain.champions import (
+    champion_flag_key,
+    change_outputs,
+    evolution_key,
+    observations,
+    round_changes,
+    tenant_burn_rate,
+)
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.domain.promotion import (
@@ -27,6 +35,7 @@ from lapverse_streams.domain.promotion import (
     apply,
     evaluate,
 )
+from lapverse_streams.domain.rollout import Change, Rollout, RolloutPolicy
 from lapverse_streams.domain.self_compete import (
     InvalidCompetition,
     resolve,
@@ -43,7 +52,6 @@ from lapverse_streams.events.codec import (
     trace_of,
 )
 from lapverse_streams.events.models import (
-    ChampionPromoted,
     CloudEvent,
     CompetitionCompleted,
     CompetitionDecision,
@@ -51,14 +59,11 @@ from lapverse_streams.events.models import (
     CompetitionRequest,
     CompetitionRequested,
     FinOpsTags,
-    FlagConfig,
     KaggleStage,
     Model,
     TenantConfig,
 )
 from lapverse_streams.variants.base import VariantFamily
-
-ROLLOUT_PERCENT = 10
 
 
 def round_intake(
@@ -141,11 +146,11 @@ def settled_outputs(
     record: DedupRecord,
     joined: CompetitionJoined,
     decision: PromotionDecision,
-    sequence: int,
+    changes: list[Change],
     burn_rate: float,
     now_ms: int,
 ) -> list[Outbound]:
-    """competition.completed; on a promotion also champion.promoted, the flag and Kaggle."""
+    """competition.completed; then each champion change (event and flag); Kaggle on a promotion."""
     tenant = record.tenant
     scores = {
         name: summary.score
@@ -178,9 +183,11 @@ def settled_outputs(
             [],
         )
     ]
-    if decision.promote and decision.challenger is not None:
-        outputs.extend(promotion_outputs(joined, decision, sequence, now_ms))
-        outputs.append(kaggle_sync(joined, decision, scores, burn_rate, now_ms))
+    for change in changes:
+        outputs.extend(change_outputs(joined.tenant, joined.family, change, joined.tags, now_ms))
+        if change.kind == "promoted":
+            sequence = change.rollout.sequence
+            outputs.append(kaggle_sync(joined, decision, scores, burn_rate, sequence, now_ms))
     return outputs
 
 
@@ -189,6 +196,7 @@ def kaggle_sync(
     decision: PromotionDecision,
     scores: dict[str, float],
     burn_rate: float,
+    sequence: int,
     now_ms: int,
 ) -> Outbound:
     """Queue the Kaggle pipeline of a promotion: its first stage, keyed by competition id."""
@@ -202,6 +210,7 @@ def kaggle_sync(
         evidence=decision.evidence,
         burn_rate=burn_rate,
         flag_key=champion_flag_key(joined.tenant, joined.family),
+        sequence=sequence,
         tags=joined.tags,
         requested_at_ms=now_ms,
     )
@@ -210,64 +219,24 @@ def kaggle_sync(
     return Outbound("kaggle", joined.competition_id.encode(), value, [])
 
 
-def champion_flag_key(tenant: str, family: str) -> str:
-    """The flag that rolls a tenant's family champion out."""
-    return f"champion.{tenant}.{family}"
-
-
 def promotion_outputs(
-    joined: CompetitionJoined, decision: PromotionDecision, sequence: int, now_ms: int
+    joined: CompetitionJoined,
+    decision: PromotionDecision,
+    sequence: int,
+    now_ms: int,
+    policy: RolloutPolicy | None = None,
 ) -> list[Outbound]:
-    """champion.promoted on lapverse-champions and a 10 % rollout of the champion flag."""
+    """champion.promoted (number `sequence`) and the canary of the champion flag."""
     assert decision.challenger is not None
-    tenant, family = joined.tenant, joined.family
-    baseline = str(decision.evidence.get("baseline") or decision.incumbent or "")
-    flag_key = champion_flag_key(tenant, family)
-    promoted = ChampionPromoted(
-        tenant=tenant,
-        family=family,
-        champion=decision.challenger,
-        previous=decision.incumbent,
-        baseline=baseline,
-        sequence=sequence,
-        competition_id=joined.competition_id,
-        evidence=decision.evidence,
-        flag_key=flag_key,
-        rollout_percent=ROLLOUT_PERCENT,
-        tags=joined.tags,
-        promoted_at_ms=now_ms,
+    before = Rollout(champion=decision.incumbent, sequence=sequence - 1)
+    _, changes = round_changes(
+        before, Evolution(), decision, joined.competition_id, 0.0, now_ms, policy or RolloutPolicy()
     )
-    flag = FlagConfig(flag_key=flag_key, definition=champion_flag(decision.challenger, baseline))
-    promoted_id = f"{tenant}/{family}:promotion:{sequence}"
-    flag_id = f"{flag_key}:{sequence}"
     return [
-        Outbound(
-            "champions",
-            tenant.encode(),
-            encode_event("champion.promoted", promoted_id, tenant, promoted, now_ms, SOURCE),
-            [],
-        ),
-        Outbound(
-            "flags",
-            flag_key.encode(),
-            encode_event("flag.configured", flag_id, flag_key, flag, now_ms, SOURCE),
-            [],
-        ),
+        o
+        for c in changes
+        for o in change_outputs(joined.tenant, joined.family, c, joined.tags, now_ms)
     ]
-
-
-def champion_flag(champion: str, baseline: str) -> dict[str, Any]:
-    """flagd string flag sending 10 % of targeting keys to the new champion."""
-    variants = {champion: champion}
-    if baseline and baseline != champion:
-        variants[baseline] = baseline
-    rest = baseline if baseline in variants and baseline != champion else champion
-    return {
-        "state": "ENABLED",
-        "variants": variants,
-        "defaultVariant": rest,
-        "targeting": {"fractional": [[champion, ROLLOUT_PERCENT], [rest, 100 - ROLLOUT_PERCENT]]},
-    }
 
 
 @dataclass
@@ -276,6 +245,7 @@ class Referee:
 
     state: BatchState  # the governor's tables within the batch
     policy: PromotionPolicy
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
 
     def settle(
         self,
@@ -315,12 +285,11 @@ class Referee:
             good = joined.champion is not None and elapsed <= objective
             burn.record(joined.joined_at_ms, good, "joins", record.offset, window_days)
             self.state.table("burn").touch(tenant_id)
-        good_count, bad_count = burn.counts(now_ms, window_days * DAY_MS)
-        rate = burn_rate(good_count, bad_count, tenant.slo_target if tenant else 0.99)
-        decision, evolution = self._evolve(joined, rate, record, out)
+        rate = tenant_burn_rate(burn, tenant, now_ms)
+        decision, evolution, changes = self._evolve(joined, rate, record, now_ms, out)
         outputs = [
             Outbound(o.sink, o.key, o.value, [*o.headers, *trace])
-            for o in settled_outputs(existing, joined, decision, evolution.promotions, rate, now_ms)
+            for o in settled_outputs(existing, joined, decision, changes, rate, now_ms)
         ]
         self.state.table("dedup")[joined.competition_id] = replace(
             existing,
@@ -348,25 +317,36 @@ class Referee:
         )
 
     def _evolve(
-        self, joined: CompetitionJoined, rate: float, record: Inbound, out: BatchOutput
-    ) -> tuple[PromotionDecision, Evolution]:
-        """Count the round in the tenant's evolution and decide on a promotion, once."""
-        key = f"{joined.tenant}/{joined.family}"
+        self, joined: CompetitionJoined, rate: float, record: Inbound, now_ms: int, out: BatchOutput
+    ) -> tuple[PromotionDecision, Evolution, list[Change]]:
+        """Count the round in the tenant's evolution, decide on a promotion and move the
+        champion's rollout (domain/rollout.py), once."""
+        key = evolution_key(joined.tenant, joined.family)
         evolutions = self.state.table("evolution")
         stored = evolutions.get(key) or {}
         evolution = Evolution.from_json(stored)
+        rollout = Rollout.from_json(stored.get("rollout"), evolution)
         if evolution.already_applied(record.offset):  # its dedup record was lost in a crash
             last = stored.get("last") or {}
             if last.get("offset") == record.offset:
-                return PromotionDecision(**last["decision"]), evolution
-            return evaluate(evolution, rate, self.policy), evolution
+                changes = [Change.from_json(c) for c in last.get("changes", [])]
+                return PromotionDecision(**last["decision"]), evolution, changes
+            return evaluate(evolution, rate, self.policy), evolution, []
         evolution.record_round(
             joined.champion, joined.competitors, record.offset, self.policy.window_rounds
         )
-        decision = evaluate(evolution, rate, self.policy)
+        decision = decider.hold_if_pinned(rollout, evaluate(evolution, rate, self.policy))
         apply(evolution, decision)
         if decision.promote:
             evolution.promoted_ms = joined.joined_at_ms
-        last = {"offset": record.offset, "decision": decision.to_json()}
-        evolutions[key] = {**evolution.to_json(), "last": last}
-        return decision, evolution
+        rollout, changes = round_changes(
+            rollout, evolution, decision, joined.competition_id, rate, now_ms, self.rollout
+        )
+        out.observations.extend(observations(joined.tenant, joined.family, changes))
+        last = {
+            "offset": record.offset,
+            "decision": decision.to_json(),
+            "changes": [c.to_json() for c in changes],
+        }
+        evolutions[key] = {**evolution.to_json(), "last": last, "rollout": rollout.to_json()}
+        return decision, evolution, changes

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lapverse_streams.domain import arena, idempotency
+from lapverse_streams.domain import arena, champions, idempotency
 from lapverse_streams.domain.admission import Policy, Verdict, admit
 from lapverse_streams.domain.arena import Referee, fan_out
 from lapverse_streams.domain.batch import (
@@ -39,6 +39,7 @@ from lapverse_streams.domain.promotion import (
     PromotionPolicy,
 )
 from lapverse_streams.domain.ratelimit import RateLimiter
+from lapverse_streams.domain.rollout import RolloutPolicy
 from lapverse_streams.domain.state import (
     BatchState,
     DedupRecord,
@@ -60,6 +61,7 @@ from lapverse_streams.events.codec import (
 )
 from lapverse_streams.events.deadletter import reason_of
 from lapverse_streams.events.models import (
+    ChampionCommand,
     CompetitionJoined,
     DecisionReason,
     FinOpsTags,
@@ -92,6 +94,7 @@ class Governor:
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
     competition_deadline_ms: int = 30_000
     task_types: frozenset[str] | None = None  # types with a handler; None admits any type
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
 
     reservations: Reservations = field(default_factory=Reservations)
 
@@ -135,6 +138,8 @@ class Governor:
                     self._on_result(record, out)
                 elif record.source == "rounds":
                     self._on_round_request(record, out)
+                elif record.source == "commands":
+                    self._on_champion_command(record, out)
                 else:
                     self._on_joined(record, out)
             except Exception as exc:  # any failure: one record must never cost the others
@@ -421,7 +426,7 @@ class Governor:
         check_routing(record, event, tenant_id)
         if joined.tenant != tenant_id:
             raise PoisonMessage("key_mismatch", "data.tenant is not the round's tenant")
-        referee = Referee(self._state, self.promotion)
+        referee = Referee(self._state, self.promotion, self.rollout)
         referee.settle(
             joined,
             existing,
@@ -431,6 +436,23 @@ class Governor:
             self._burn(tenant_id),
             self.clock_ms(),
             out,
+        )
+
+    def _on_champion_command(self, record: Inbound, out: BatchOutput) -> None:
+        """An operator's, Kaggle's or the rollout timer's command: domain/champions.py decides."""
+        event, short = decode(record.value)
+        if short != "champion.command":
+            raise PoisonMessage("unknown_type", f"{event.type} is not a champion command")
+        command = parse_data(event, ChampionCommand)
+        check_routing(record, event, command.tenant)
+        tenant = self.tenants.get(command.tenant)
+        if tenant is None:
+            raise PoisonMessage("unknown_tenant", f"no tenant {command.tenant!r}")
+        now = self.clock_ms()
+        rate = champions.tenant_burn_rate(self._burn(command.tenant), tenant, now)
+        tags = self.tags(tenant, command.tenant, "platform")
+        champions.apply_command(
+            command, record, self._state.table("evolution"), rate, tags, now, self.rollout, out
         )
 
     def redrive(self, now_ms: int, older_than_ms: int, partitions: set[int]) -> list[Outbound]:

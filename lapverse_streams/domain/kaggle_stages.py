@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lapverse_streams.clients.kaggle import NO_CREDENTIALS, Stage, StageOutcome
 from lapverse_streams.domain.batch import Outbound
 from lapverse_streams.events.codec import encode, envelope
-from lapverse_streams.events.models import FlagConfig, KaggleOutcome, KaggleStage
+from lapverse_streams.events.models import ChampionCommand, KaggleOutcome, KaggleStage
 
 SOURCE = "/lapverse/kaggle"
 STAGES: tuple[Stage, ...] = ("sync", "evaluate", "promote")
@@ -34,7 +32,7 @@ def without_kernel(has_credentials: bool) -> StageOutcome:
 
 
 def merges(outcome: StageOutcome) -> bool:
-    """An evaluation that reached the merge threshold: the champion flag goes to 100 %."""
+    """An evaluation that reached the merge threshold: the rollout may go to 100 %."""
     completed = outcome.stage == "evaluate" and outcome.status == "completed"
     return completed and outcome.detail.get("merge") is True
 
@@ -63,15 +61,26 @@ def outcome_reason(outcome: StageOutcome) -> str | None:
     return outcome.reason
 
 
-def merged_flag(champion: str) -> dict[str, Any]:
-    """flagd string flag serving the champion to every targeting key (the 100 % rollout)."""
-    return {"state": "ENABLED", "variants": {champion: champion}, "defaultVariant": champion}
+def merge_command(data: KaggleStage, outcome: StageOutcome, now_ms: int) -> ChampionCommand:
+    """The merge as a command for the promotion it evaluated (the governor decides the flag)."""
+    score = outcome.detail.get("score")
+    return ChampionCommand(
+        command_id=f"{data.competition_id}:merge",
+        tenant=data.tenant,
+        family=data.family,
+        action="merge",
+        variant=data.champion,
+        sequence=data.sequence or 0,  # a stage queued before sequences were kept is stale
+        actor="kaggle",
+        reason=f"Kaggle notebook score {score} ≥ the merge threshold",
+        requested_at_ms=now_ms,
+    )
 
 
 def stage_outputs(
     stage: Stage, data: KaggleStage, outcome: StageOutcome, attempts: int, now_ms: int
 ) -> list[Outbound]:
-    """The stage's outcome on `kaggle`; then the merged flag on `flags` and the next request."""
+    """The stage's outcome on `kaggle`; then a merge command on `commands` and the next request."""
     cid, tenant, key = data.competition_id, data.tenant, data.competition_id.encode()
     result = KaggleOutcome(
         competition_id=cid,
@@ -88,10 +97,9 @@ def stage_outputs(
     event = envelope(short, f"{cid}:{short}", tenant, result, now_ms, SOURCE)
     outputs = [Outbound("kaggle", key, encode(event), [])]
     if merges(outcome):
-        flag = FlagConfig(flag_key=data.flag_key, definition=merged_flag(data.champion))
-        flag_id = f"{data.flag_key}:merged:{cid}"
-        event = envelope("flag.configured", flag_id, data.flag_key, flag, now_ms, SOURCE)
-        outputs.append(Outbound("flags", data.flag_key.encode(), encode(event), []))
+        command = merge_command(data, outcome, now_ms)
+        event = envelope("champion.command", command.command_id, tenant, command, now_ms, SOURCE)
+        outputs.append(Outbound("commands", tenant.encode(), encode(event), []))
     following = next_stage(outcome)
     if following is not None:
         request = f"kaggle.{following}"

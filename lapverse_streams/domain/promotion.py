@@ -171,9 +171,9 @@ def sequential_test(
     first_round = evolution.rounds - len(evolution.window)
     skip = max(0, -(-(first_round - evolution.since) // policy.restart_rounds))
     best: dict[str, Any] = {
-        "start_round": None,
-        "challenger_wins": 0,
-        "baseline_wins": 0,
+        "startRound": None,
+        "challengerWins": 0,
+        "baselineWins": 0,
         "statistic": 1.0,
         "threshold": pairs / policy.alpha,
     }
@@ -190,9 +190,9 @@ def sequential_test(
         if margin > best_margin:
             best_margin = margin
             best = {
-                "start_round": start,
-                "challenger_wins": won,
-                "baseline_wins": lost,
+                "startRound": start,
+                "challengerWins": won,
+                "baselineWins": lost,
                 "statistic": _ratio(bf_num, bf_den),
                 "threshold": float(threshold),
             }
@@ -219,7 +219,7 @@ def evaluate(evolution: Evolution, burn_rate: float, policy: PromotionPolicy) ->
         # Without an incumbent any ordered pair could be the one reported.
         baseline, pairs = rivals[1], len(rivals) * (len(rivals) - 1)
     else:
-        lone = {"rounds": rounds, "win_rates": rates}
+        lone = {"rounds": rounds, "winRates": rates}
         return PromotionDecision(False, challenger, None, "no rival", lone)
 
     won, lost = wins[challenger], wins[baseline]
@@ -244,25 +244,25 @@ def evaluate(evolution: Evolution, burn_rate: float, policy: PromotionPolicy) ->
     evidence: dict[str, Any] = {
         "challenger": challenger,
         "baseline": baseline,
-        "baseline_kind": "runner-up" if incumbent is None else "incumbent",
+        "baselineKind": "runner-up" if incumbent is None else "incumbent",
         "sample": {
             "rounds": rounds,
-            "min_rounds": policy.min_rounds,
-            "challenger_wins": won,
-            "baseline_wins": lost,
+            "minRounds": policy.min_rounds,
+            "challengerWins": won,
+            "baselineWins": lost,
             "passed": sample_ok,
         },
-        "win_rates": rates,
+        "winRates": rates,
         "delta": {
             "value": delta,
             "min": policy.min_delta,
             "interval": [max(-1.0, delta - radius), min(1.0, delta + radius)],
-            "interval_level": 1 - policy.alpha / pairs,
-            "interval_kind": INTERVAL_KIND,
+            "intervalLevel": 1 - policy.alpha / pairs,
+            "intervalKind": INTERVAL_KIND,
             "passed": delta_ok,
         },
         "test": test,
-        "slo": {"burn_rate": burn_rate, "max_burn_rate": policy.max_burn_rate, "passed": slo_ok},
+        "slo": {"burnRate": burn_rate, "maxBurnRate": policy.max_burn_rate, "passed": slo_ok},
     }
     reason = "; ".join(reasons) if reasons else f"{challenger} beats {baseline}"
     return PromotionDecision(not reasons, challenger, incumbent, reason, evidence)

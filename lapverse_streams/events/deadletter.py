@@ -29,6 +29,7 @@ REASONS = frozenset(
         "key_mismatch",  # record key, subject and data.tenant disagree
         "unknown_task",  # a result for no admitted task
         "unknown_competition",  # a joined round for no admitted round
+        "unknown_tenant",  # a champion command for a tenant that is not configured
         "handler_failed",  # a task failed after its retries
         "stage_failed",  # a Kaggle stage failed after its retries
         "processing_error",  # anything else raised while handling the record

@@ -326,9 +326,24 @@ class CompetitionCompleted(Model):
     tags: FinOpsTags
     completed_at_ms: int
 
+    @field_validator("promotion")
+    @classmethod
+    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return camel_keys(value)
+
+
+RolloutState = Literal["canary", "ramping", "full", "pinned", "rolled-back"]
+ChampionAction = Literal["pin", "unpin", "rollback", "tick", "merge"]
+VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 
 class ChampionPromoted(Model):
-    """champion.promoted: a challenger replaced the incumbent, with the evidence."""
+    """champion.promoted: a challenger replaced the incumbent, with the evidence.
+
+    `sequence` numbers every event of the tenant's family on lapverse-champions (1, 2, ...);
+    `previous` is the champion before this one. Evidence keys are camelCase; the snake_case
+    keys of events written before are renamed on decoding.
+    """
 
     tenant: str
     family: str
@@ -340,8 +355,85 @@ class ChampionPromoted(Model):
     evidence: dict[str, Any]
     flag_key: str
     rollout_percent: int
+    state: RolloutState = "canary"
     tags: FinOpsTags
     promoted_at_ms: int
+
+    @field_validator("evidence")
+    @classmethod
+    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return camel_keys(value)
+
+
+class ChampionChanged(Model):
+    """champion.stepped / .rolled-back / .pinned / .unpinned: the rollout moved, and why.
+
+    `champion` serves `rolloutPercent` % of targeting keys and `baseline` the rest; `previous`
+    is the champion before this event; `promotionSequence` the promotion the rollout belongs
+    to; `actor` who decided (the governor, Kaggle, or the operator named in the command).
+    """
+
+    tenant: str
+    family: str
+    champion: str
+    previous: str | None = None
+    baseline: str = ""
+    sequence: int = Field(ge=1)
+    promotion_sequence: int = Field(ge=0)
+    state: RolloutState
+    rollout_percent: int = Field(ge=0, le=100)
+    reason: str
+    cause: str  # a short label: step, merge, burn-rate, lost-lead, operator, pin, unpin
+    actor: str
+    command_id: str | None = None
+    flag_key: str
+    tags: FinOpsTags
+    changed_at_ms: int
+
+
+class ChampionCommand(Model):
+    """champion.command (internal, lapverse-champion-commands, keyed by tenant).
+
+    An operator's pin / unpin / rollback, a Kaggle merge of the promotion `sequence`, or a
+    rollout tick for the champion event `sequence`: a command whose sequence is not the
+    current one is stale and changes nothing.
+    """
+
+    command_id: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=128, pattern=TENANT_ID_PATTERN)
+    family: str = Field(pattern=FAMILY_PATTERN)
+    action: ChampionAction
+    variant: str | None = Field(default=None, pattern=VARIANT_PATTERN)
+    sequence: int | None = Field(default=None, ge=0)
+    actor: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=1000)
+    requested_at_ms: int
+
+
+# Evidence keys written in snake_case before they were camelCase; renamed when decoded.
+SNAKE_EVIDENCE_KEYS = {
+    "baseline_kind": "baselineKind",
+    "min_rounds": "minRounds",
+    "challenger_wins": "challengerWins",
+    "baseline_wins": "baselineWins",
+    "win_rates": "winRates",
+    "interval_level": "intervalLevel",
+    "interval_kind": "intervalKind",
+    "start_round": "startRound",
+    "burn_rate": "burnRate",
+    "max_burn_rate": "maxBurnRate",
+}
+OPAQUE_EVIDENCE_KEYS = frozenset({"winRates"})  # keys below these are variant names
+
+
+def camel_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """Promotion evidence with the old snake_case keys renamed (variant names left alone)."""
+    renamed: dict[str, Any] = {}
+    for key, item in value.items():
+        name = SNAKE_EVIDENCE_KEYS.get(key, key)
+        nested = isinstance(item, dict) and name not in OPAQUE_EVIDENCE_KEYS
+        renamed[name] = camel_keys(item) if nested else item
+    return renamed
 
 
 class KaggleStage(Model):
@@ -355,8 +447,14 @@ class KaggleStage(Model):
     evidence: dict[str, Any] = Field(default_factory=dict)
     burn_rate: float
     flag_key: str
+    sequence: int | None = Field(default=None, ge=1)  # the promotion's; None before it was kept
     tags: FinOpsTags
     requested_at_ms: int
+
+    @field_validator("evidence")
+    @classmethod
+    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return camel_keys(value)
 
 
 class KaggleOutcome(Model):
@@ -401,6 +499,11 @@ EVENT_TYPES: dict[str, type[Model]] = {
     "competition.joined": CompetitionJoined,
     "competition.completed": CompetitionCompleted,
     "champion.promoted": ChampionPromoted,
+    **{
+        f"champion.{change}": ChampionChanged
+        for change in ("stepped", "rolled-back", "pinned", "unpinned")
+    },
+    "champion.command": ChampionCommand,
     "worker.status": WorkerStatus,
     **{f"kaggle.{stage}": KaggleStage for stage in ("sync", "evaluate", "promote")},
     **{

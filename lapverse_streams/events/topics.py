@@ -21,6 +21,9 @@ COMPETITION_JOINS: Final = "lapverse-competition-joins"
 TASK_PROGRESS: Final = "lapverse-task-progress"
 # Internal and compacted: each worker's latest heartbeat (breakers, lag) for /api/status.
 WORKER_STATUS: Final = "lapverse-worker-status"
+# Internal: champion commands (operator pin/unpin/rollback, Kaggle merges, rollout ticks),
+# keyed by tenant, so the governor that owns the tenant's evolution decides them in order.
+CHAMPION_COMMANDS: Final = "lapverse-champion-commands"
 
 COMPACTED: Final = frozenset({TENANTS, FLAGS, WORKER_STATUS})
 ALL: Final = (
@@ -39,4 +42,5 @@ ALL: Final = (
     COMPETITION_JOINS,
     TASK_PROGRESS,
     WORKER_STATUS,
+    CHAMPION_COMMANDS,
 )

@@ -76,14 +76,7 @@ class AdminRoutes:
     async def put_tenant(self, request: web.Request) -> web.Response:
         """PUT /admin/v1/tenants/{tenantId}: create or update a tenant."""
         authenticate_admin(request, self.settings.admin_token)
-        tenant_id = request.match_info["tenant_id"]
-        if not re.fullmatch(TENANT_ID_PATTERN, tenant_id):
-            raise Problem(
-                400,
-                "invalid-tenant-id",
-                f"tenant ids match {TENANT_ID_PATTERN}",
-                fields=["tenantId"],
-            )
+        tenant_id = tenant_id_of(request)
         body = parse_body(TenantBody, await read_json(request, self.limits))
         old = self.config.tenants.get(tenant_id)
         try:
@@ -216,6 +209,16 @@ class AdminRoutes:
             raise Problem(
                 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
             ) from exc
+
+
+def tenant_id_of(request: web.Request) -> str:
+    """The tenant id of the path, or 400 when it is outside the pattern."""
+    tenant_id = request.match_info["tenant_id"]
+    if not re.fullmatch(TENANT_ID_PATTERN, tenant_id):
+        raise Problem(
+            400, "invalid-tenant-id", f"tenant ids match {TENANT_ID_PATTERN}", fields=["tenantId"]
+        )
+    return tenant_id
 
 
 def key_infos(tenant: TenantConfig) -> list[ApiKeyInfo | str]:

@@ -19,6 +19,8 @@ from lapverse_streams.events import topics
 from lapverse_streams.events.codec import Headers, PoisonMessage, decode, header, parse_data
 from lapverse_streams.events.deadletter import Consumed, DeadLetters, Send
 from lapverse_streams.events.models import (
+    ChampionChanged,
+    ChampionPromoted,
     CloudEvent,
     CompetitionCompleted,
     CompetitionDecision,
@@ -28,6 +30,7 @@ from lapverse_streams.events.models import (
     TenantConfig,
     WorkerStatus,
 )
+from lapverse_streams.gateway.champion_view import ChampionView
 from lapverse_streams.gateway.health import RecentTasks
 from lapverse_streams.gateway.view import (
     CompetitionState,
@@ -48,6 +51,13 @@ __all__ = ["Bridge", "BrokerUnavailable", "CompetitionState", "Reply", "Request"
 log = logging.getLogger(__name__)
 READER = "gateway-reader"
 DECISIONS = ("task.accepted", "task.rejected", "competition.accepted", "competition.rejected")
+CHAMPION_EVENTS = (
+    "champion.promoted",
+    "champion.stepped",
+    "champion.rolled-back",
+    "champion.pinned",
+    "champion.unpinned",
+)
 MAX_WORKERS = 256  # heartbeats kept for /api/status; the least recently updated go first
 DEAD_LETTER_TIMEOUT_S = 10.0
 PRODUCE_TIMEOUT_MS = 5_000
@@ -94,6 +104,7 @@ class Bridge:
         self.competitions = CompetitionView(
             Recent(self._store, "rounds", settings.gateway_view_max_rounds)
         )
+        self.champions = ChampionView(self._store, settings.gateway_view_max_champions)
         self.figures = TenantFigures(
             tenants if tenants is not None else {}, settings.default_latency_objective_ms
         )
@@ -112,6 +123,7 @@ class Bridge:
             name(topics.TASK_PROGRESS): (("task.started",), self._on_started),
             name(topics.COMPETITION_RESULTS): (("competition.completed",), self._on_completed),
             name(topics.WORKER_STATUS): (("worker.status",), self._on_worker_status),
+            name(topics.CHAMPIONS): (CHAMPION_EVENTS, self._on_champion),
         }
 
     async def start(self) -> None:
@@ -166,7 +178,14 @@ class Bridge:
                 log.warning("reading decisions failed", extra={"error": str(exc)})
                 await asyncio.sleep(1)
                 continue
-            for tp, messages in batches.items():
+            # Decisions first, then a turn of the loop so the requests they wake answer
+            # before the results, starts and heartbeats of the same fetch are applied.
+            decisions = self.settings.topic(topics.TASK_DECISIONS)
+            answered = False
+            for tp, messages in sorted(batches.items(), key=lambda b: b[0].topic != decisions):
+                if tp.topic != decisions and not answered:
+                    answered = True
+                    await asyncio.sleep(0)
                 for message in messages:
                     record = Consumed(
                         tp.topic,
@@ -237,6 +256,19 @@ class Bridge:
         completed = parse_data(event, CompetitionCompleted)
         _agree(record, event, completed.tenant, completed.tags.tenant_id)
         self.competitions.complete(completed.tenant, completed)
+
+    def _on_champion(self, short: str, event: CloudEvent, record: Consumed) -> None:
+        changed: ChampionPromoted | ChampionChanged
+        if short == "champion.promoted":
+            changed = parse_data(event, ChampionPromoted)
+        else:
+            changed = parse_data(event, ChampionChanged)
+        _agree(record, event, changed.tenant, changed.tags.tenant_id)
+        self.champions.apply(short, changed)
+        command_id = changed.command_id if isinstance(changed, ChampionChanged) else None
+        waiter = self._waiters.pop(command_id, None) if command_id else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Reply(event.data, False))
 
     def _on_worker_status(self, short: str, event: CloudEvent, record: Consumed) -> None:
         status = parse_data(event, WorkerStatus)

@@ -18,6 +18,7 @@ from lapverse_streams.config_view import ConfigView
 from lapverse_streams.gateway.admin import AdminRoutes
 from lapverse_streams.gateway.bridge import Bridge
 from lapverse_streams.gateway.bulk import BulkRoutes
+from lapverse_streams.gateway.champions import ChampionRoutes
 from lapverse_streams.gateway.health import WINDOWS_S
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.gateway.routes import Routes
@@ -143,7 +144,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS], app[CONFIG], app[BRIDGE] = settings, config, bridge
     routes = Routes(settings, config, bridge)
     admin = AdminRoutes(settings, config, bridge)
-    rounds = SelfCompeteRoutes(routes, load_families())
+    families = load_families()
+    rounds = SelfCompeteRoutes(routes, families)
+    champions = ChampionRoutes(settings, config, bridge, families)
     monitor = StatusMonitor(settings, bridge, app[METRICS])
 
     async def kafka_clients(_: web.Application) -> AsyncIterator[None]:
@@ -198,11 +201,18 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/v2/tasks/{task_id}", routes.get_task)
     app.router.add_post("/api/v2/self-compete", rounds.post)
     app.router.add_get("/api/v2/self-compete/{competition_id}", rounds.get)
+    app.router.add_get("/api/v2/champions", champions.list)
+    app.router.add_get("/api/v2/champions/{family}", champions.get)
+    app.router.add_get("/api/v2/champions/{family}/history", champions.history)
     app.router.add_put("/admin/v1/tenants/{tenant_id}", admin.put_tenant)
     app.router.add_post("/admin/v1/tenants/{tenant_id}/api-keys", admin.post_api_key)
     app.router.add_get("/admin/v1/tenants/{tenant_id}/api-keys", admin.list_api_keys)
     app.router.add_delete("/admin/v1/tenants/{tenant_id}/api-keys/{key_id}", admin.delete_api_key)
     app.router.add_put("/admin/v1/flags/{flag_key}", admin.put_flag)
+    champion_admin = "/admin/v1/tenants/{tenant_id}/champions/{family}"
+    app.router.add_post(f"{champion_admin}/pin", champions.pin)
+    app.router.add_post(f"{champion_admin}/unpin", champions.unpin)
+    app.router.add_post(f"{champion_admin}/rollback", champions.rollback)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/status/history", status_history)
     app.router.add_get("/metrics", metrics_page)

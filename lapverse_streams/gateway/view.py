@@ -31,7 +31,7 @@ from lapverse_streams.events.models import (
 MAX_ENTRY_BYTES = 8 * 1024  # a larger entry (a big result) is kept on disk only
 AVERAGE_ENTRY_BYTES = 1024  # memory budget per entry: count and bytes both bound the cache
 MAX_UNKNOWN_TENANTS = 1024  # figures kept for tenants the configuration does not know
-TABLES = ("tasks", "rounds")
+TABLES = ("tasks", "rounds", "champions", "champion_history")
 STORE_FILE = re.compile(r"^gateway-view-(\d+)-[0-9a-f]+\.sqlite$")
 
 
@@ -66,6 +66,16 @@ class Store:
             return None
         row = self._db.execute(f"SELECT entry FROM {table} WHERE id = ?", (key,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def scan(self, table: str, low: str, high: str, limit: int) -> list[bytes]:
+        """Entries with ids in [low, high), highest id first, at most `limit`."""
+        if self._db is None:
+            return []
+        rows = self._db.execute(
+            f"SELECT entry FROM {table} WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (low, high, limit),
+        ).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def count(self, table: str) -> int:
         """How many entries the file holds."""

@@ -85,8 +85,20 @@ class Metrics:
         )
         self.champion_rollout = Gauge(
             "lapverse_champion_rollout_ratio",
-            "Share of targeting keys the champion flag serves the champion (0-1)",
+            "Share of targeting keys the champion's rollout serves it (0-1: 10 % is 0.1)",
             ["tenant", "family"],
+            registry=r,
+        )
+        self.champion_state = Gauge(
+            "lapverse_champion_rollout_state",
+            "The rollout state of a tenant's family champion (1 for the current state)",
+            ["tenant", "family", "state"],
+            registry=r,
+        )
+        self.champion_rollbacks = Counter(
+            "lapverse_champion_rollbacks",
+            "Champion rollbacks by reason (burn-rate, lost-lead, operator)",
+            ["tenant", "family", "reason"],
             registry=r,
         )
         self.health_score = Gauge(

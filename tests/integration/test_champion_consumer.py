@@ -11,17 +11,16 @@ import pytest
 from examples.champion_consumer import ChampionConsumer
 from lapverse_streams.broker.engines import Broker
 from lapverse_streams.broker.topics import ensure_topics
-from lapverse_streams.clients.kaggle import StageOutcome
-from lapverse_streams.domain import flags
-from lapverse_streams.domain.arena import champion_flag_key, promotion_outputs
+from lapverse_streams.domain import flags, rollout
+from lapverse_streams.domain.arena import promotion_outputs
 from lapverse_streams.domain.batch import Outbound
-from lapverse_streams.domain.kaggle_stages import stage_outputs
+from lapverse_streams.domain.champions import champion_flag_key, change_outputs
 from lapverse_streams.domain.promotion import PromotionDecision
+from lapverse_streams.domain.rollout import Rollout, RolloutPolicy
 from lapverse_streams.events import topics
 from lapverse_streams.events.models import (
     CompetitionJoined,
     FinOpsTags,
-    KaggleStage,
     VariantSummary,
 )
 from lapverse_streams.settings import Settings
@@ -70,21 +69,15 @@ def promotion(
     return promotion_outputs(joined, decision, sequence, NOW_MS + sequence)
 
 
-def merge(tenant: str, family: str, champion: str) -> list[Outbound]:
-    """What the Kaggle pipeline emits when the champion's notebook merges: the 100 % flag."""
-    stage = KaggleStage(
-        competition_id=f"{tenant}-{family}-merge",
-        tenant=tenant,
-        family=family,
-        champion=champion,
-        scores={champion: 0.95},
-        burn_rate=0.1,
-        flag_key=champion_flag_key(tenant, family),
-        tags=tags(tenant),
-        requested_at_ms=NOW_MS,
+def merge(tenant: str, family: str, champion: str, sequence: int = 1) -> list[Outbound]:
+    """What the governor emits when Kaggle merges the champion of promotion `sequence`: the
+    rollout's step to 100 % (champion.stepped) and the flag serving it to everyone."""
+    canary = Rollout(champion, "balanced", None, "canary", 10, sequence, sequence)
+    change = rollout.on_merge(
+        canary, sequence, champion, {champion: 1.0}, 0.1, NOW_MS, RolloutPolicy(), "merged"
     )
-    outcome = StageOutcome("evaluate", "completed", detail={"merge": True, "score": 0.9})
-    return [o for o in stage_outputs("evaluate", stage, outcome, 1, NOW_MS) if o.sink == "flags"]
+    assert change is not None
+    return change_outputs(tenant, family, change, tags(tenant), NOW_MS)
 
 
 async def publish(settings: Settings, outputs: list[Outbound]) -> None:
@@ -185,3 +178,24 @@ async def test_variant_for_agrees_with_the_platform_for_every_key(
         lambda: all(consumer.variant_for("acme", "forecast", k) == "conservative" for k in KEYS)
     )
     assert "theta" in {consumer.variant_for("globex", "forecast", key) for key in KEYS}
+
+
+async def test_the_sticky_ten_percent_split_matches_the_platform_for_ten_thousand_keys(
+    settings: Settings, consumer: ChampionConsumer
+) -> None:
+    promoted = promotion("acme", "forecast", "experimental", "conservative", 1)
+    await publish(settings, promoted)
+    definition = flag_of(promoted)
+    keys = [f"customer-{n}" for n in range(10_000)]
+    platform = [platform_variant("acme", "forecast", definition, key) for key in keys]
+    await consumer.wait_until(lambda: consumer.variant_for("acme", "forecast", keys[0]) is not None)
+    await consumer.wait_until(
+        lambda: (
+            consumer.champion("acme", "forecast") is not None
+            and consumer.variant_for("acme", "forecast", keys[1]) == platform[1]
+        )
+    )
+    served = [consumer.variant_for("acme", "forecast", key) for key in keys]
+    assert served == platform  # every one of the 10,000 keys: the same variant as the platform
+    assert 0.09 <= served.count("experimental") / len(keys) <= 0.11  # the 10 % canary
+    assert [consumer.variant_for("acme", "forecast", key) for key in keys] == served  # sticky

@@ -3,7 +3,8 @@
 A worker and a gateway run; Prometheus scrapes both every second (as the compose file's jobs
 lapverse-worker and lapverse-gateway) and evaluates the recording and alerting rules. For
 about 45 s several tenants send tasks, replays, refused and failing tasks and self-compete
-rounds (enough for a champion to be promoted) while News AI goes down and comes back. Then
+rounds (enough for a champion to be promoted, then rolled back by an operator) while News AI
+goes down and comes back. Then
 every metric name a dashboard selects must be one the processes emit (read from their
 /metrics, not from a list) and every panel target and variable query must return data.
 Run with -s to see the table of targets.
@@ -252,6 +253,22 @@ async def refusals(
         seen[f"limited NOOP {status}"] += 1
 
 
+async def champion_rollback(
+    session: aiohttp.ClientSession, stack: Stack, key: str, until: float, seen: Counter[str]
+) -> None:
+    """Once arena's champion is promoted, an operator rolls it back (a rollback by reason)."""
+    headers = {"Authorization": f"Bearer {key}", "X-Tenant-ID": "arena"}
+    while time.monotonic() < until:
+        async with session.get(f"{stack.base_url}/api/v2/champions/forecast", headers=headers) as r:
+            if r.status == 200:
+                break
+        await asyncio.sleep(1)
+    url = f"{stack.base_url}/admin/v1/tenants/arena/champions/forecast/rollback"
+    body = {"actor": "dashboards-test", "reason": "a rollback for the rollbacks panel"}
+    async with session.post(url, json=body, headers=ADMIN) as r:
+        seen[f"arena rollback {r.status}"] += 1
+
+
 async def news_ai_outage(session: aiohttp.ClientSession, news_ai: str, seen: Counter[str]) -> None:
     """News AI fails every call from 10 s to 22 s: its breaker opens, then closes again."""
     await asyncio.sleep(10)
@@ -282,6 +299,7 @@ async def run_workload(session: aiohttp.ClientSession, stack: Stack, news_ai: st
     until = time.monotonic() + WORKLOAD_S
     await asyncio.gather(
         rounds(session, stack, keys["arena"], "arena", PROMOTION_ROUNDS, until, seen),
+        champion_rollback(session, stack, keys["arena"], until, seen),
         rounds(session, stack, keys["media"], "media", 2, until, seen),
         steady_tasks(session, stack, keys["retail"], "retail", until, seen),
         steady_tasks(session, stack, keys["media"], "media", until, seen),

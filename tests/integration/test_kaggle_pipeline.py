@@ -21,7 +21,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from lapverse_streams.clients.kaggle import NO_CREDENTIALS
-from lapverse_streams.domain.kaggle_stages import merged_flag
 from lapverse_streams.events import topics
 from lapverse_streams.events.codec import encode, envelope
 from lapverse_streams.events.models import FinOpsTags, KaggleStage
@@ -125,6 +124,7 @@ def stage_request(tenant: str, burn_rate: float = 0.4) -> KaggleStage:
         evidence={"test": "msprt", "baseline": "aggressive"},
         burn_rate=burn_rate,
         flag_key=f"champion.{tenant}.forecast",
+        sequence=1,
         tags=tags,
         requested_at_ms=int(time.time() * 1000),
     )
@@ -202,7 +202,7 @@ async def test_a_burn_rate_of_one_stops_the_pipeline_at_sync(offline: Stack) -> 
     assert events[1][1]["attempts"] == 0
 
 
-async def test_with_credentials_the_stand_in_stores_evaluates_and_the_flag_is_merged(
+async def test_with_credentials_the_stand_in_stores_evaluates_and_the_merge_is_sent_on(
     online: Stack, standin: Callable[..., Any]
 ) -> None:
     await standin("PUT", f"/control/kernels/{KERNEL}", score=0.9)
@@ -230,13 +230,25 @@ async def test_with_credentials_the_stand_in_stores_evaluates_and_the_flag_is_me
     promoted = events["kaggle.promote.completed"]["detail"]
     assert promoted["instance"] == f"{USERNAME}/lapverse-champion/other/acme-forecast"
 
-    flag_key = request.flag_key.encode()
-    flags = await read_topic(
-        online.settings, topics.FLAGS, lambda rs: any(r.key == flag_key for r in rs)
+    # the merge is a command for the governor, which owns the champion flag (domain/rollout.py)
+    merge_id = f"{cid}:merge"
+    commands = await read_topic(
+        online.settings,
+        topics.CHAMPION_COMMANDS,
+        lambda rs: any(orjson.loads(r.value)["id"] == merge_id for r in rs),
     )
-    flag = next(orjson.loads(r.value) for r in flags if r.key == flag_key)
-    assert flag["id"] == f"{request.flag_key}:merged:{cid}"
-    assert flag["data"]["definition"] == merged_flag("balanced")
+    merge = next(orjson.loads(r.value) for r in commands if orjson.loads(r.value)["id"] == merge_id)
+    assert merge["data"] | {"requestedAtMs": 0} == {
+        "commandId": merge_id,
+        "tenant": "acme",
+        "family": "forecast",
+        "action": "merge",
+        "variant": "balanced",
+        "sequence": 1,
+        "actor": "kaggle",
+        "reason": "Kaggle notebook score 0.9 ≥ the merge threshold",
+        "requestedAtMs": 0,
+    }
 
     state = await standin("GET", "/control/state")
     dataset = state["datasets"][f"{USERNAME}/lapverse-results-acme"]

@@ -10,7 +10,7 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from lapverse_streams.domain.arena import champion_flag, champion_flag_key
+from lapverse_streams.domain.champions import champion_flag, champion_flag_key
 from lapverse_streams.domain.flags import (
     FlagDefinitionError,
     Resolution,
@@ -18,7 +18,6 @@ from lapverse_streams.domain.flags import (
     is_enabled,
     validate_flag,
 )
-from lapverse_streams.domain.kaggle_stages import merged_flag
 
 BOOL_VARIANTS = {"on": True, "off": False}
 
@@ -518,7 +517,7 @@ def test_champion_flags_roll_out_to_ten_percent_then_to_everyone() -> None:
     served = [evaluate(key, flag, "acme", targeting_key=k).value for k in REQUEST_KEYS]
     assert set(served) == {"conservative", "balanced"}
     assert 0.08 <= served.count("conservative") / len(served) <= 0.12
-    merged = validate_flag(merged_flag("conservative"))
+    merged = validate_flag(champion_flag("conservative", "balanced", 100))
     assert {evaluate(key, merged, "acme", targeting_key=k).value for k in REQUEST_KEYS} == {
         "conservative"
     }
@@ -529,7 +528,7 @@ def test_champion_flags_roll_out_to_ten_percent_then_to_everyone() -> None:
     [
         champion_flag("conservative", "balanced"),
         champion_flag("conservative", ""),
-        merged_flag("conservative"),
+        champion_flag("conservative", "balanced", 100),
         suits_flag({"cat": ["shared-seed", {"var": "tenantId"}]}),
         rollout(50, 50, {"var": "targetingKey"}),
     ],

@@ -8,13 +8,12 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.gauges import Figures, burn_windows, figures, partition_of, publish, rollout_ratio
-from lapverse_streams.domain.arena import champion_flag
+from agents.gauges import Figures, burn_windows, figures, partition_of, publish
 from lapverse_streams.domain.budget import HOUR_MS, Burn
-from lapverse_streams.domain.kaggle_stages import merged_flag
 from lapverse_streams.domain.ledger import Ledger
 from lapverse_streams.domain.pricing import billing_period
 from lapverse_streams.domain.promotion import Evolution
+from lapverse_streams.domain.rollout import Rollout
 from lapverse_streams.domain.state import Reservations
 from lapverse_streams.events.models import TenantConfig
 from lapverse_streams.observability.metrics import Metrics
@@ -38,15 +37,6 @@ def test_partition_of_agrees_with_the_producers_partitioner(key: str) -> None:
     assert partition_of(key, 8) == DefaultPartitioner()(key.encode(), partitions, partitions)
 
 
-def test_rollout_ratio_reads_the_champion_share_of_each_flag_shape() -> None:
-    assert rollout_ratio(champion_flag("balanced", "aggressive"), "balanced") == 0.1
-    assert rollout_ratio(champion_flag("balanced", "aggressive"), "aggressive") == 0.9
-    assert rollout_ratio(merged_flag("balanced"), "balanced") == 1.0
-    assert rollout_ratio(merged_flag("balanced"), "aggressive") == 0.0
-    assert rollout_ratio({**merged_flag("balanced"), "state": "DISABLED"}, "balanced") == 0.0
-    assert rollout_ratio(None, "balanced") is None
-
-
 def tables() -> dict[str, Any]:
     reservations = Reservations()
     reservations.of("acme").hold("t1", 40_000)
@@ -61,12 +51,14 @@ def tables() -> dict[str, Any]:
     for i in range(10):
         burn = burn.record(NOW - 10 * 60_000, False, "results", 90 + i, 30)
     evolution = Evolution(incumbent="balanced", promotions=1, promoted_ms=NOW - 60_000)
+    canary = Rollout("balanced", "aggressive", None, "canary", 10, 1, 1, since_ms=NOW - 60_000)
     return {
         "ledger": {"acme": ledger, "globex": Ledger()},
         "reservations": reservations,
         "burn": {"acme": burn},
         "evolution": {
-            "acme/forecast": evolution.to_json(),
+            "acme/forecast": {**evolution.to_json(), "rollout": canary.to_json()},
+            "acme/legacy": evolution.to_json(),  # promoted before rollouts were kept: full
             "globex/forecast": Evolution().to_json(),
         },
     }
@@ -78,19 +70,9 @@ def acme_only(tenant_id: str) -> bool:
 
 def test_figures_come_from_the_tables_of_owned_tenants_only() -> None:
     t = tables()
-    flags = {"champion.acme.forecast": champion_flag("balanced", "aggressive")}
     configs = {"acme": tenant("acme", 2000.0), "globex": tenant("globex")}
-    values = figures(
-        t["ledger"],
-        t["reservations"],
-        t["burn"],
-        t["evolution"],
-        configs,
-        flags,
-        acme_only,
-        NOW,
-        30,
-    )
+    stores = (t["ledger"], t["reservations"], t["burn"], t["evolution"])
+    values = figures(*stores, configs, acme_only, NOW, 30)
     assert values.spend == {("acme", "ops"): 2.5, ("acme", "ads"): 0.5}
     assert values.reserved == {("acme",): 0.1}
     assert values.mrr == {("acme",): 2000.0}
@@ -99,9 +81,16 @@ def test_figures_come_from_the_tables_of_owned_tenants_only() -> None:
     assert values.burn[("acme", "30d")] == pytest.approx(1.0)
     assert values.burn[("acme", "1h")] == pytest.approx(10.0)  # only the bad ones this hour
     assert {label for _, label in values.burn} == set(burn_windows(30))
-    assert values.champion == {("acme", "forecast", "balanced"): 1.0}
-    assert values.promoted == {("acme", "forecast"): (NOW - 60_000) / 1000}
-    assert values.rollout == {("acme", "forecast"): 0.1}
+    assert values.champion == {
+        ("acme", "forecast", "balanced"): 1.0,
+        ("acme", "legacy", "balanced"): 1.0,
+    }
+    assert values.promoted == {
+        ("acme", "forecast"): (NOW - 60_000) / 1000,
+        ("acme", "legacy"): (NOW - 60_000) / 1000,
+    }
+    assert values.rollout == {("acme", "forecast"): 0.1, ("acme", "legacy"): 1.0}
+    assert values.state == {("acme", "forecast", "canary"): 1.0, ("acme", "legacy", "full"): 1.0}
 
 
 def test_publish_replaces_every_series_so_moved_tenants_disappear() -> None:

@@ -157,17 +157,29 @@ def test_a_dominating_variant_is_promoted_exactly_once(gov: Governor) -> None:
         promotions += sinks(out.records, "champions")
         flags += sinks(out.records, "flags")
         kaggle += sinks(out.records, "kaggle")
-    assert len(promotions) == 1
-    (promoted,) = promotions
+    # the promotion, then the rollout's steps after 20 rounds each (the gates held)
+    assert [
+        (e["type"], e["data"]["rolloutPercent"], e["data"]["sequence"]) for e in promotions
+    ] == [
+        ("io.lapverse.champion.promoted.v1", 10, 1),
+        ("io.lapverse.champion.stepped.v1", 50, 2),
+        ("io.lapverse.champion.stepped.v1", 100, 3),
+    ]
+    promoted = promotions[0]
+    assert promoted["data"]["state"] == "canary"
+    assert [e["data"]["state"] for e in promotions[1:]] == ["ramping", "full"]
     assert promoted["data"]["champion"] == "experimental"
     assert promoted["data"].get("previous") is None  # no incumbent before
     evidence = promoted["data"]["evidence"]
     assert evidence["test"]["passed"]
     assert evidence["slo"]["passed"]
     assert evidence["delta"]["value"] > 0.05
-    (flag,) = flags
-    assert flag["data"]["flagKey"] == "champion.acme.forecast"
-    assert flag["data"]["definition"]["targeting"]["fractional"][0] == ["experimental", 10]
+    canary, ramping, full = flags
+    assert canary["data"]["flagKey"] == "champion.acme.forecast"
+    assert canary["data"]["definition"]["targeting"]["fractional"][0] == ["experimental", 10]
+    assert ramping["data"]["definition"]["targeting"]["fractional"][0] == ["experimental", 50]
+    assert full["data"]["definition"]["defaultVariant"] == "experimental"
+    assert "targeting" not in full["data"]["definition"]
     (queued,) = kaggle
     assert queued["type"] == "io.lapverse.kaggle.sync.v1"
     assert queued["data"]["champion"] == "experimental"

@@ -17,11 +17,9 @@ from lapverse_streams.clients.kaggle import (
     Stage,
     StageOutcome,
 )
-from lapverse_streams.domain.flags import evaluate, validate_flag
 from lapverse_streams.domain.kaggle_stages import (
     NO_KERNEL,
     burn_gate,
-    merged_flag,
     next_stage,
     outcome_reason,
     requested_stage,
@@ -46,6 +44,7 @@ def stage_data(burn_rate: float = 0.5) -> KaggleStage:
         scores={"balanced": 0.91, "aggressive": 0.84},
         burn_rate=burn_rate,
         flag_key="champion.acme.forecast",
+        sequence=3,
         tags=TAGS,
         requested_at_ms=1_000,
     )
@@ -124,20 +123,12 @@ def test_an_unmerged_evaluation_says_why_the_pipeline_stops() -> None:
     assert outcome_reason(StageOutcome("sync", "skipped", NO_CREDENTIALS)) == NO_CREDENTIALS
 
 
-def test_the_merged_flag_serves_the_champion_to_everyone() -> None:
-    flag = merged_flag("balanced")
-    assert validate_flag(flag) == flag
-    for tenant in ("acme", "globex", "initech"):
-        resolution = evaluate("champion.acme.forecast", flag, tenant)
-        assert (resolution.value, resolution.reason) == ("balanced", "STATIC")
-
-
 def decoded(raw: bytes | None) -> tuple[str, dict[str, Any]]:
     event, short = decode(raw)
     return short, event.model_dump(mode="json")
 
 
-def test_a_merged_evaluation_emits_its_outcome_the_flag_then_the_promote_request() -> None:
+def test_a_merged_evaluation_emits_its_outcome_a_merge_command_then_the_promote_request() -> None:
     detail = {"kernel": KERNEL, "score": 0.9, "merge": True, "threshold": 0.85}
     outcome = StageOutcome("evaluate", "completed", None, detail)
 
@@ -145,10 +136,10 @@ def test_a_merged_evaluation_emits_its_outcome_the_flag_then_the_promote_request
 
     assert [(o.sink, o.key) for o in outputs] == [
         ("kaggle", b"c1"),
-        ("flags", b"champion.acme.forecast"),
+        ("commands", b"acme"),
         ("kaggle", b"c1"),
     ]
-    (short, result), (flag_short, flag), (next_short, request) = map(
+    (short, result), (command_short, command), (next_short, request) = map(
         decoded, (o.value for o in outputs)
     )
     assert (short, result["id"], result["subject"]) == (
@@ -166,10 +157,22 @@ def test_a_merged_evaluation_emits_its_outcome_the_flag_then_the_promote_request
         "tags": TAGS.model_dump(mode="json", by_alias=True),
         "finishedAtMs": 5_000,
     }
-    assert flag_short == "flag.configured"
-    assert flag["data"] == {
-        "flagKey": "champion.acme.forecast",
-        "definition": merged_flag("balanced"),
+    # Kaggle writes no flag: the governor decides on the merge of promotion 3 (domain/rollout.py)
+    assert (command_short, command["id"], command["subject"]) == (
+        "champion.command",
+        "c1:merge",
+        "acme",
+    )
+    assert command["data"] == {
+        "commandId": "c1:merge",
+        "tenant": "acme",
+        "family": "forecast",
+        "action": "merge",
+        "variant": "balanced",
+        "sequence": 3,
+        "actor": "kaggle",
+        "reason": "Kaggle notebook score 0.9 ≥ the merge threshold",
+        "requestedAtMs": 5_000,
     }
     assert (next_short, request["id"]) == ("kaggle.promote", "c1:kaggle.promote")
     assert request["data"] == stage_data().model_dump(mode="json", by_alias=True)

@@ -216,6 +216,31 @@ EXPECTED_ERRORS = {
     ("DELETE", "/admin/v1/tenants/{tenant_id}/api-keys/{key_id}"): {"401", "404", "503"},
     ("PUT", "/admin/v1/flags/{flag_key}"): {"400", "401", "413", "415", "503"},
     ("GET", "/api/status"): {"401", "403"},
+    ("GET", "/api/v2/champions"): {"401", "403"},
+    ("GET", "/api/v2/champions/{family}"): {"400", "401", "403", "404"},
+    ("GET", "/api/v2/champions/{family}/history"): {"400", "401", "403", "404"},
+    ("POST", "/admin/v1/tenants/{tenant_id}/champions/{family}/pin"): {
+        "400",
+        "401",
+        "404",
+        "413",
+        "415",
+        "503",
+    },
+    ("POST", "/admin/v1/tenants/{tenant_id}/champions/{family}/unpin"): {
+        "400",
+        "401",
+        "404",
+        "409",
+        "503",
+    },
+    ("POST", "/admin/v1/tenants/{tenant_id}/champions/{family}/rollback"): {
+        "400",
+        "401",
+        "404",
+        "409",
+        "503",
+    },
 }
 
 

@@ -104,7 +104,7 @@ def test_without_incumbent_the_leader_faces_the_runner_up() -> None:
     assert decision.promote
     assert decision.incumbent is None
     assert decision.evidence["baseline"] == "b"
-    assert decision.evidence["baseline_kind"] == "runner-up"
+    assert decision.evidence["baselineKind"] == "runner-up"
     assert decision.evidence["test"]["pairs"] == 6
 
 
@@ -119,12 +119,12 @@ def test_evidence_is_plain_json() -> None:
     evidence = json.loads(json.dumps(decision.to_json(), allow_nan=False))["evidence"]
     assert evidence["sample"] == {
         "rounds": 34,
-        "min_rounds": 30,
-        "challenger_wins": 30,
-        "baseline_wins": 3,
+        "minRounds": 30,
+        "challengerWins": 30,
+        "baselineWins": 3,
         "passed": True,
     }
-    assert evidence["slo"] == {"burn_rate": 0.25, "max_burn_rate": 1.0, "passed": True}
+    assert evidence["slo"] == {"burnRate": 0.25, "maxBurnRate": 1.0, "passed": True}
     assert evidence["test"]["threshold"] == 80.0
     assert evidence["test"]["statistic"] > 80.0
     low, high = evidence["delta"]["interval"]

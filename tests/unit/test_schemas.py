@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from lapverse_streams.events.models import (
     EVENT_TYPES,
+    ChampionChanged,
+    ChampionCommand,
     ChampionPromoted,
     CloudEvent,
     CompetitionCompleted,
@@ -241,7 +243,55 @@ def promoted() -> ChampionPromoted:
     )
 
 
+def rolled_back() -> ChampionChanged:
+    """An automatic rollback."""
+    return ChampionChanged(
+        tenant="acme",
+        family="forecast",
+        champion="balanced",
+        previous="conservative",
+        sequence=3,
+        promotion_sequence=1,
+        state="rolled-back",
+        rollout_percent=100,
+        reason="burn rate 1.40 ≥ 1",
+        cause="burn-rate",
+        actor="governor",
+        flag_key="champion.acme.forecast",
+        tags=tags(),
+        changed_at_ms=1_700_000_000_400,
+    )
+
+
+def test_old_snake_case_evidence_still_decodes_as_camel_case() -> None:
+    old = promoted().model_dump(mode="json", by_alias=True)
+    old["evidence"] = {
+        "baseline_kind": "incumbent",
+        "sample": {"min_rounds": 30, "challenger_wins": 20, "baseline_wins": 5},
+        "win_rates": {"slow_variant": 0.7},
+        "slo": {"burn_rate": 0.2, "max_burn_rate": 1.0},
+    }
+    evidence = ChampionPromoted.model_validate(old).evidence
+    assert evidence == {
+        "baselineKind": "incumbent",
+        "sample": {"minRounds": 30, "challengerWins": 20, "baselineWins": 5},
+        "winRates": {"slow_variant": 0.7},  # variant names are not keys to rename
+        "slo": {"burnRate": 0.2, "maxBurnRate": 1.0},
+    }
+
+
 SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
+    ChampionChanged: rolled_back,
+    ChampionCommand: lambda: ChampionCommand(
+        command_id="cmd-1",
+        tenant="acme",
+        family="forecast",
+        action="pin",
+        variant="balanced",
+        actor="ops@example.com",
+        reason="incident 42",
+        requested_at_ms=1_700_000_000_500,
+    ),
     CompetitionRequested: lambda: CompetitionRequested(**round_request().model_dump(), tags=tags()),
     CompetitionDecision: round_decision,
     VariantRun: lambda: VariantRun(
