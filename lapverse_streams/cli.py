@@ -61,6 +61,7 @@ def run_worker(settings: Settings) -> int:
     from agents.app import create_worker
     from lapverse_streams.observability.logging import configure_logging, logging_config
     from lapverse_streams.observability.tracing import setup_tracing
+    from lapverse_streams.runtime import tune_gc
 
     configure_logging("lapverse-worker", settings.log_level)
     provider = setup_tracing(
@@ -71,6 +72,7 @@ def run_worker(settings: Settings) -> int:
     )
     worker = create_worker(settings)
     # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.
+    tune_gc(settings.gc_threshold_values)
     faust_worker = faust.Worker(
         worker.app,
         loglevel=settings.log_level.lower(),

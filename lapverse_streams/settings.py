@@ -62,7 +62,7 @@ class Settings:
     health_interval_s: float = 10.0  # how often the gateway records a health snapshot
     prometheus_url: str = ""  # firing alerts for the score and `lapverse status`; long history
     batch_max: int = 500
-    batch_within_ms: int = 20
+    batch_within_ms: int = 5  # a request waits up to this for its batch (bench/README.md)
     retry_attempts: int = 3
     executor_concurrency: int = 500
     retry_base_ms: int = 1_000
@@ -100,6 +100,10 @@ class Settings:
     otlp_endpoint: str = ""
     trace_sample_ratio: float = 1.0
     log_level: str = "INFO"
+    # Python's cyclic GC thresholds (gen0, gen1, gen2) in the worker and the gateway. With
+    # tables of many objects, a full collection at the default (700,10,10) stalled the loop for
+    # tens of ms every few seconds: most of the gateway's p99 at 500 req/s (bench/README.md).
+    gc_thresholds: str = "100000,50,100"
     data_dir: str = ".lapverse"
 
     @classmethod
@@ -145,6 +149,12 @@ class Settings:
             raise ValueError(
                 "LAPVERSE_CHAMPION_ROLLOUT_STEPS must be increasing percentages ending at 100"
             )
+        try:
+            gc_ok = all(n > 0 for n in self.gc_threshold_values)
+        except ValueError:
+            gc_ok = False
+        if not gc_ok:
+            raise ValueError("LAPVERSE_GC_THRESHOLDS must be three positive integers, a,b,c")
         if self.champion_tick_interval_ms < 100:
             raise ValueError("LAPVERSE_CHAMPION_TICK_INTERVAL_MS must be at least 100")
 
@@ -152,6 +162,12 @@ class Settings:
     def rollout_steps(self) -> tuple[int, ...]:
         """LAPVERSE_CHAMPION_ROLLOUT_STEPS as numbers, e.g. (10, 50, 100)."""
         return tuple(int(step) for step in self.champion_rollout_steps.split(",") if step.strip())
+
+    @property
+    def gc_threshold_values(self) -> tuple[int, int, int]:
+        """LAPVERSE_GC_THRESHOLDS as the three numbers of `gc.set_threshold`."""
+        first, second, third = (int(part) for part in self.gc_thresholds.split(","))
+        return first, second, third
 
     @property
     def isolation_level(self) -> str:

@@ -32,6 +32,7 @@ from lapverse_streams.observability.tracing import (
     setup_tracing,
     traceparent,
 )
+from lapverse_streams.runtime import tune_gc
 from lapverse_streams.settings import Settings
 from lapverse_streams.variants.base import load_families
 
@@ -225,6 +226,7 @@ def create_app(settings: Settings) -> web.Application:
 def run(settings: Settings) -> None:
     """Serve until interrupted, on uvloop unless LAPVERSE_GATEWAY_UVLOOP=false."""
     loop_factory = uvloop.new_event_loop if settings.gateway_uvloop else None
+    tune_gc(settings.gc_threshold_values)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(settings))
 
