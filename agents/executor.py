@@ -279,9 +279,7 @@ def register(
             worker.dead_letters,
         )
         try:
-            async for events in stream.take_events(
-                settings.batch_max, settings.batch_within_ms / 1000
-            ):
+            async for events in stream.take_events(settings.batch_max, settings.batch_window_s):
                 for e in events:
                     await executor.take(consumed(e.message))
         finally:

@@ -80,7 +80,7 @@ def register(
     @worker.app.agent(inbound, name=AGENT)
     async def governor_agent(stream: Any) -> None:
         await worker.config.wait_ready(120)
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+        async for events in stream.take_events(settings.batch_max, settings.batch_window_s):
             batch = [
                 Inbound(
                     sources[e.message.topic],

@@ -462,7 +462,7 @@ def register_joiner(
 
     @worker.app.agent(inbound, name=AGENT)
     async def joiner_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+        async for events in stream.take_events(settings.batch_max, settings.batch_window_s):
             batch = [consumed(e.message) for e in events]
             if transactions is None:
                 await joiner.process(batch)

@@ -262,5 +262,5 @@ def register(
 
     @worker.app.agent(requests, name=SERVICE)
     async def kaggle_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+        async for events in stream.take_events(settings.batch_max, settings.batch_window_s):
             await agent.process([consumed(e.message) for e in events])

@@ -162,5 +162,5 @@ def register_runner(
 
     @worker.app.agent(runs, name=AGENT)
     async def runner_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_ms / 1000):
+        async for events in stream.take_events(settings.batch_max, settings.batch_window_s):
             await runner.process([consumed(e.message) for e in events])

@@ -30,3 +30,14 @@ def test_tune_gc_sets_the_thresholds_and_freezes_startup() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_batch_window_defaults_by_guarantee_unless_set() -> None:
+    assert Settings.from_env({}).batch_window_s == 0.005
+    exactly_once = {"LAPVERSE_PROCESSING_GUARANTEE": "exactly_once"}
+    assert Settings.from_env(exactly_once).batch_window_s == 0.020
+    assert (
+        Settings.from_env({**exactly_once, "LAPVERSE_BATCH_WITHIN_MS": "7"}).batch_window_s == 0.007
+    )
+    with pytest.raises(ValueError, match="LAPVERSE_BATCH_WITHIN_MS"):
+        Settings.from_env({"LAPVERSE_BATCH_WITHIN_MS": "-1"})
