@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -49,17 +47,15 @@ from bench.latency import (
     cpu_use,
     first_decisions,
     quantiles,
-    wait_ready,
+    worker_and_gateway,
 )
-from bench.phases import running
-from bench.procs import spawn_gateway, spawn_worker, stop
+from bench.procs import stop
 from bench.profile import record
 from bench.profile import summarise as summarise_profile
 from bench.run import _dump_logs, _engine, _git_revision, machine_facts
 from bench.workload import pick_tenants
 from lapverse_streams.broker.embedded import free_port
 from lapverse_streams.broker.engines import embedded_broker
-from lapverse_streams.broker.topics import ensure_topics
 from lapverse_streams.domain import idempotency
 from lapverse_streams.settings import Settings
 
@@ -288,26 +284,12 @@ async def measure(
 ) -> dict[str, Any]:
     """Worker and gateway up, tenants configured, a warm-up, then the repetitions."""
     load_before = os.getloadavg()[0]
-    run_id = secrets.token_hex(3)
-    admin_token = secrets.token_hex(16)
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        broker_url=broker_url,
-        topic_prefix=f"bulk-{run_id}.",
-        gateway_port=free_port(),
-        worker_web_port=free_port(),
-        processing_guarantee="at_least_once",
-    )
-    await ensure_topics(settings)
     revision = _git_revision()
     repetitions: list[dict[str, Any]] = []
-    worker = await spawn_worker(settings, "worker", work_dir, web_port=settings.worker_web_port)
-    async with running(worker), running(await spawn_gateway(settings, admin_token, work_dir)) as gw:
-        base = f"http://127.0.0.1:{settings.gateway_port}"
-        await wait_ready(f"{base}/readyz", gw, args.timeout)
-        await wait_ready(
-            f"http://127.0.0.1:{settings.worker_web_port}/readyz", worker, args.timeout
-        )
+    async with worker_and_gateway("bulk", broker_url, work_dir, args.timeout) as stack:
+        settings, run_id = stack.settings, stack.run_id
+        admin_token, base = stack.admin_token, stack.base
+        worker, gw = stack.worker, stack.gateway
         connector = aiohttp.TCPConnector(limit=args.clients * 2)
         timeout = aiohttp.ClientTimeout(total=args.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

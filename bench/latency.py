@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.phases import running
-from bench.procs import Child, spawn, spawn_worker, stop
+from bench.procs import Child, spawn_gateway, spawn_worker, stop
 from bench.profile import record
 from bench.profile import summarise as summarise_profile
 from bench.run import _dump_logs, _engine, _git_revision, machine_facts
@@ -438,6 +438,47 @@ def cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Stack:
+    """One worker and one gateway on a fresh topic prefix, both ready."""
+
+    settings: Settings
+    run_id: str
+    admin_token: str
+    worker: Child
+    gateway: Child
+
+    @property
+    def base(self) -> str:
+        """The gateway's base URL."""
+        return f"http://127.0.0.1:{self.settings.gateway_port}"
+
+
+@contextlib.asynccontextmanager
+async def worker_and_gateway(
+    name: str, broker_url: str, work_dir: Path, timeout_s: float
+) -> AsyncIterator[Stack]:
+    """Topics under `<name>-<run id>.`, a worker and a gateway (at least once), both ready;
+    both stopped on exit."""
+    run_id = secrets.token_hex(3)
+    admin_token = secrets.token_hex(16)
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        broker_url=broker_url,
+        topic_prefix=f"{name}-{run_id}.",
+        gateway_port=free_port(),
+        worker_web_port=free_port(),
+        processing_guarantee="at_least_once",
+    )
+    await ensure_topics(settings)
+    worker = await spawn_worker(settings, "worker", work_dir, web_port=settings.worker_web_port)
+    async with running(worker), running(await spawn_gateway(settings, admin_token, work_dir)) as gw:
+        stack = Stack(settings, run_id, admin_token, worker, gw)
+        await wait_ready(f"{stack.base}/readyz", gw, timeout_s)
+        await wait_ready(f"http://127.0.0.1:{settings.worker_web_port}/readyz", worker, timeout_s)
+        yield stack
+
+
 def cpu_snapshot(pids: dict[str, int | None]) -> dict[str, float | None]:
     """CPU seconds of each named process and of this one (the load generator)."""
     snapshot = {name: cpu_s(pid) for name, pid in pids.items()}
@@ -465,74 +506,46 @@ async def measure(
 ) -> dict[str, Any]:
     """Worker and gateway up, tenants configured, warm-up, then each rate in turn."""
     load_before = os.getloadavg()[0]  # other work on the machine skews the figures
-    run_id = secrets.token_hex(3)
-    admin_token = secrets.token_hex(16)
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        broker_url=broker_url,
-        topic_prefix=f"latency-{run_id}.",
-        gateway_port=free_port(),
-        worker_web_port=free_port(),
-        processing_guarantee="at_least_once",
-    )
-    await ensure_topics(settings)
     revision = _git_revision()
-    worker = await spawn_worker(settings, "worker", work_dir, web_port=settings.worker_web_port)
-    async with running(worker):
-        env = {
-            **os.environ,
-            "LAPVERSE_BROKER_URL": settings.broker_url,
-            "LAPVERSE_TOPIC_PREFIX": settings.topic_prefix,
-            "LAPVERSE_GATEWAY_PORT": str(settings.gateway_port),
-            "LAPVERSE_ADMIN_TOKEN": admin_token,
-            "LAPVERSE_LOG_LEVEL": "WARNING",
-            "LAPVERSE_PROCESSING_GUARANTEE": settings.processing_guarantee,
-        }
-        argv = [sys.executable, "-m", "lapverse_streams.cli", "gateway"]
-        gateway = await spawn("gateway", argv, env, work_dir)
-        async with running(gateway):
-            base = f"http://127.0.0.1:{settings.gateway_port}"
-            await wait_ready(f"{base}/readyz", gateway, args.timeout)
-            await wait_ready(
-                f"http://127.0.0.1:{settings.worker_web_port}/readyz", worker, args.timeout
-            )
-            connector = aiohttp.TCPConnector(limit=5000)
-            timeout = aiohttp.ClientTimeout(total=60)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                ids = pick_tenants(args.tenants, settings.topic_partitions)
-                tenants = await configure_tenants(session, base, admin_token, ids, args.timeout)
-                client = Client(session, base, tenants)
-                await first_decisions(client, run_id, args.timeout)
-                print(f"ready; warming up for {args.warmup:g} s", flush=True)
-                if args.warmup > 0:
-                    await open_loop(client, args.rate_list[0], args.warmup, f"warm-{run_id}")
-                pids = {"broker": broker_pid, "worker": worker.pid, "gateway": gateway.pid}
-                runs: list[tuple[float, list[Sample], dict[str, float | None]]] = []
-                for repetition in range(1, args.repeat + 1):
-                    for rate in args.rate_list:
-                        await asyncio.sleep(args.pause)
-                        print(
-                            f"{rate:g} req/s for {args.duration:g} s "
-                            f"({repetition} of {args.repeat}) ...",
-                            flush=True,
-                        )
-                        sampled = args.profile is not None and repetition == 1
-                        sampled = sampled and rate == max(args.rate_list)
-                        profilers = (
-                            await sample(args.profile, [worker, gateway], work_dir)
-                            if sampled
-                            else []
-                        )
-                        before, started = cpu_snapshot(pids), time.monotonic()
-                        prefix = f"lat-{run_id}-{repetition}-{rate:g}"
-                        try:
-                            samples = await open_loop(client, rate, args.duration, prefix)
-                        finally:
-                            for profiler in profilers:  # py-spy writes its output on SIGINT
-                                await stop(profiler, sig=signal.SIGINT)
-                        cores = cpu_use(before, cpu_snapshot(pids), time.monotonic() - started)
-                        runs.append((rate, samples, cores))
-                        print(f"  {dict(Counter(s.outcome for s in samples))}", flush=True)
+    async with worker_and_gateway("latency", broker_url, work_dir, args.timeout) as stack:
+        settings, run_id = stack.settings, stack.run_id
+        admin_token, base = stack.admin_token, stack.base
+        worker, gateway = stack.worker, stack.gateway
+        connector = aiohttp.TCPConnector(limit=5000)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            ids = pick_tenants(args.tenants, settings.topic_partitions)
+            tenants = await configure_tenants(session, base, admin_token, ids, args.timeout)
+            client = Client(session, base, tenants)
+            await first_decisions(client, run_id, args.timeout)
+            print(f"ready; warming up for {args.warmup:g} s", flush=True)
+            if args.warmup > 0:
+                await open_loop(client, args.rate_list[0], args.warmup, f"warm-{run_id}")
+            pids = {"broker": broker_pid, "worker": worker.pid, "gateway": gateway.pid}
+            runs: list[tuple[float, list[Sample], dict[str, float | None]]] = []
+            for repetition in range(1, args.repeat + 1):
+                for rate in args.rate_list:
+                    await asyncio.sleep(args.pause)
+                    print(
+                        f"{rate:g} req/s for {args.duration:g} s "
+                        f"({repetition} of {args.repeat}) ...",
+                        flush=True,
+                    )
+                    sampled = args.profile is not None and repetition == 1
+                    sampled = sampled and rate == max(args.rate_list)
+                    profilers = (
+                        await sample(args.profile, [worker, gateway], work_dir) if sampled else []
+                    )
+                    before, started = cpu_snapshot(pids), time.monotonic()
+                    prefix = f"lat-{run_id}-{repetition}-{rate:g}"
+                    try:
+                        samples = await open_loop(client, rate, args.duration, prefix)
+                    finally:
+                        for profiler in profilers:  # py-spy writes its output on SIGINT
+                            await stop(profiler, sig=signal.SIGINT)
+                    cores = cpu_use(before, cpu_snapshot(pids), time.monotonic() - started)
+                    runs.append((rate, samples, cores))
+                    print(f"  {dict(Counter(s.outcome for s in samples))}", flush=True)
     keys = {s.key for _, samples, _ in runs for s in samples}
     print(f"reading back {len(keys)} requests and their decisions ...", flush=True)
     request_ts, decision_ts = await read_back(settings, keys, args.timeout)
