@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +29,13 @@ from lapverse_streams.gateway.auth import (
     new_api_key,
 )
 from lapverse_streams.gateway.bridge import Bridge, BrokerUnavailable
-from lapverse_streams.gateway.inputs import field_errors, json_limits, parse_body, read_json
+from lapverse_streams.gateway.inputs import (
+    field_errors,
+    json_limits,
+    parse_body,
+    path_match,
+    read_json,
+)
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.settings import Settings
 
@@ -153,9 +158,13 @@ class AdminRoutes:
     async def put_flag(self, request: web.Request) -> web.Response:
         """PUT /admin/v1/flags/{flagKey}: store a flagd flag definition."""
         authenticate_admin(request, self.settings.admin_token)
-        flag_key = request.match_info["flag_key"]
-        if not re.fullmatch(FLAG_KEY_PATTERN, flag_key):
-            raise Problem(400, "invalid-flag", f"flag keys match {FLAG_KEY_PATTERN}")
+        flag_key = path_match(
+            request,
+            "flag_key",
+            FLAG_KEY_PATTERN,
+            "invalid-flag",
+            f"flag keys match {FLAG_KEY_PATTERN}",
+        )
         try:
             definition = flags.validate_flag(await read_json(request, self.limits))
         except flags.FlagDefinitionError as exc:
@@ -213,12 +222,10 @@ class AdminRoutes:
 
 def tenant_id_of(request: web.Request) -> str:
     """The tenant id of the path, or 400 when it is outside the pattern."""
-    tenant_id = request.match_info["tenant_id"]
-    if not re.fullmatch(TENANT_ID_PATTERN, tenant_id):
-        raise Problem(
-            400, "invalid-tenant-id", f"tenant ids match {TENANT_ID_PATTERN}", fields=["tenantId"]
-        )
-    return tenant_id
+    detail = f"tenant ids match {TENANT_ID_PATTERN}"
+    return path_match(
+        request, "tenant_id", TENANT_ID_PATTERN, "invalid-tenant-id", detail, fields=["tenantId"]
+    )
 
 
 def key_infos(tenant: TenantConfig) -> list[ApiKeyInfo | str]:

@@ -3,7 +3,6 @@ and rolls back through commands the governor decides (domain/rollout.py)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from lapverse_streams.events.models import (
 from lapverse_streams.gateway.admin import tenant_id_of
 from lapverse_streams.gateway.auth import authenticate_admin, authenticate_tenant
 from lapverse_streams.gateway.bridge import Bridge, BrokerUnavailable
-from lapverse_streams.gateway.inputs import json_limits, parse_body, read_json
+from lapverse_streams.gateway.inputs import json_limits, parse_body, path_match, read_json
 from lapverse_streams.gateway.problems import Problem, json_response
 from lapverse_streams.settings import Settings
 from lapverse_streams.variants.base import VariantFamily
@@ -194,12 +193,10 @@ class ChampionRoutes:
 
 def family_of(request: web.Request) -> str:
     """The family named in the path, or 400."""
-    family = request.match_info["family"]
-    if not re.fullmatch(FAMILY_PATTERN, family):
-        raise Problem(
-            400, "invalid-family", f"family names match {FAMILY_PATTERN}", fields=["family"]
-        )
-    return family
+    detail = f"family names match {FAMILY_PATTERN}"
+    return path_match(
+        request, "family", FAMILY_PATTERN, "invalid-family", detail, fields=["family"]
+    )
 
 
 def query_int(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -50,6 +51,16 @@ async def read_json(request: web.Request, limits: JsonLimits) -> Any:
     except LimitExceeded as exc:
         raise Problem(400, exc.reason.replace("_", "-"), exc.detail) from None
     return body
+
+
+def path_match(
+    request: web.Request, name: str, pattern: str, code: str, detail: str, **extra: Any
+) -> str:
+    """The path parameter `name` when it matches `pattern`, else a 400 problem `code`."""
+    value = request.match_info[name]
+    if not re.fullmatch(pattern, value):
+        raise Problem(400, code, detail, **extra)
+    return value
 
 
 def parse_body(model: type[M], body: Any) -> M:
