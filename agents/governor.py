@@ -22,7 +22,7 @@ from agents.transactions import (
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain import champions
 from lapverse_streams.domain.admission import Policy
-from lapverse_streams.domain.batch import SOURCE, BatchOutput, Inbound, Observation
+from lapverse_streams.domain.batch import SOURCE, Inbound, Observation, Outbound
 from lapverse_streams.domain.rollout import RolloutPolicy
 from lapverse_streams.domain.state import Write
 from lapverse_streams.events import topics
@@ -102,7 +102,9 @@ def register(
             if worker.transactions is None:
                 out = governor.process(batch)
                 try:
-                    await produce_all(worker.app, [*changelog_writes(out.writes), *outputs(out)])
+                    await produce_all(
+                        worker.app, [*changelog_writes(out.writes), *outputs(out.records)]
+                    )
                 except Exception as exc:  # not on the broker: the tables are ahead of the log
                     await stop_after_failed_write(worker.app, AGENT, exc)
                     return
@@ -127,7 +129,7 @@ def register(
                     transactions.commit(
                         AGENT,
                         p,
-                        [*changelog_writes(out.writes), *outputs(out)],
+                        [*changelog_writes(out.writes), *outputs(out.records)],
                         offsets_of((r.topic, r.partition, r.offset) for r in parts[p]),
                     )
                     for p, out in outs.items()
@@ -141,10 +143,8 @@ def register(
     def changelog_writes(writes: list[Write]) -> list[Produce]:
         return [changelog_write(tables[w.table], w.partition, w.key, w.value) for w in writes]
 
-    def outputs(out: BatchOutput) -> list[Produce]:
-        return [
-            Produce(sinks[r.sink].get_topic_name(), r.key, r.value, r.headers) for r in out.records
-        ]
+    def outputs(records: list[Outbound]) -> list[Produce]:
+        return [Produce(sinks[r.sink].get_topic_name(), r.key, r.value, r.headers) for r in records]
 
     @worker.app.timer(max(1.0, settings.redrive_after_ms / 4000))  # type: ignore[untyped-decorator]
     async def redrive_overdue() -> None:
@@ -153,7 +153,7 @@ def register(
         if not partitions:
             return
         redriven = governor.redrive(now_ms(), settings.redrive_after_ms, partitions)
-        await produce_all(worker.app, outputs(BatchOutput(redriven)))
+        await produce_all(worker.app, outputs(redriven))
         worker.metrics.redrives.inc(len(redriven))
 
     @worker.app.timer(settings.champion_tick_interval_ms / 1000)  # type: ignore[untyped-decorator]

@@ -96,11 +96,11 @@ class Governor:
     task_types: frozenset[str] | None = None  # types with a handler; None admits any type
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
 
-    reservations: Reservations = field(default_factory=Reservations)
+    reservations: Reservations = field(init=False)  # the dedup store's (domain/state.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.records, DedupStore):  # reservations follow the dedup store
-            store = DedupStore(self.reservations)
+            store = DedupStore(Reservations())
             store.update(self.records)
             self.records = store
         self.reservations = self.records.reservations
