@@ -21,8 +21,7 @@ from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
     decode,
-    encode,
-    envelope,
+    encode_event,
     header,
     parse_data,
 )
@@ -168,10 +167,10 @@ class Executor:
             tags=decision.tags,
             started_at_ms=now_ms(),
         )
-        note = envelope(
+        note = encode_event(
             "task.started", f"{decision.task_id}:started", request.tenant, started, now_ms(), SOURCE
         )
-        await self.send_progress(request.tenant.encode(), encode(note), trace_headers)
+        await self.send_progress(request.tenant.encode(), note, trace_headers)
         result = await self.execute(decision)
         span = trace.get_current_span()
         span.set_attributes(
@@ -190,10 +189,10 @@ class Executor:
             },
         )
         short = f"task.{result.status}"
-        event = envelope(
+        event = encode_event(
             short, f"{decision.task_id}:result", request.tenant, result, now_ms(), SOURCE
         )
-        await self.send_result(request.tenant.encode(), encode(event), trace_headers)
+        await self.send_result(request.tenant.encode(), event, trace_headers)
         if result.status == "failed":  # retries exhausted: the decision goes to the DLQ too
             cause = result.error or "failed"
             await self.dead_letters.put(AGENT, job.record, "handler_failed", cause)

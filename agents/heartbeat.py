@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from lapverse_streams.clock import now_ms
-from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.codec import encode_event
 from lapverse_streams.events.models import WorkerStatus
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def register(worker: Worker, status_topic: faust.TopicT) -> None:
             assigned_partitions=len(consumer.assignment()) if consumer else 0,
             updated_at_ms=now_ms(),
         )
-        event = envelope(
+        event = encode_event(
             "worker.status",
             f"{worker_id}:{status.updated_at_ms}",
             worker_id,
@@ -64,4 +64,4 @@ def register(worker: Worker, status_topic: faust.TopicT) -> None:
             status.updated_at_ms,
             "/lapverse/worker",
         )
-        await status_topic.send(key=worker_id.encode(), value=encode(event), force=True)
+        await status_topic.send(key=worker_id.encode(), value=event, force=True)

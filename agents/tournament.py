@@ -18,8 +18,7 @@ from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
     decode,
-    encode,
-    envelope,
+    encode_event,
     parse_data,
 )
 from lapverse_streams.events.deadletter import Consumed, DeadLetters
@@ -131,8 +130,8 @@ class VariantRunner:
         if status != "ok":
             span.set_status(trace.StatusCode.ERROR, error)
         event_id = f"{run.competition_id}:{run.variant}:result"
-        event = envelope("variant.result", event_id, run.tenant, result, now_ms(), SOURCE)
-        await self.send_result(run.competition_id.encode(), encode(event), trace_headers)
+        event = encode_event("variant.result", event_id, run.tenant, result, now_ms(), SOURCE)
+        await self.send_result(run.competition_id.encode(), event, trace_headers)
         family_label, variant_label = self.labels(run)
         self.metrics.variant_runs.labels(family_label, variant_label, status).inc()
         if score is not None:

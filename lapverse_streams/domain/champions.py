@@ -16,7 +16,7 @@ from lapverse_streams.domain.batch import SOURCE, BatchOutput, Inbound, Observat
 from lapverse_streams.domain.budget import DAY_MS, Burn, burn_rate
 from lapverse_streams.domain.promotion import Evolution, PromotionDecision
 from lapverse_streams.domain.rollout import Change, Rollout, RolloutPolicy
-from lapverse_streams.events.codec import PoisonMessage, encode, envelope
+from lapverse_streams.events.codec import PoisonMessage, encode_event
 from lapverse_streams.events.models import (
     ChampionChanged,
     ChampionCommand,
@@ -105,21 +105,14 @@ def change_outputs(
         Outbound(
             "champions",
             tenant.encode(),
-            encode(envelope(short, event_id, tenant, event, now_ms, SOURCE)),
+            encode_event(short, event_id, tenant, event, now_ms, SOURCE),
             [],
         ),
         Outbound(
             "flags",
             flag_key.encode(),
-            encode(
-                envelope(
-                    "flag.configured",
-                    f"{flag_key}:{rollout.sequence}",
-                    flag_key,
-                    flag,
-                    now_ms,
-                    SOURCE,
-                )
+            encode_event(
+                "flag.configured", f"{flag_key}:{rollout.sequence}", flag_key, flag, now_ms, SOURCE
             ),
             [],
         ),
@@ -237,7 +230,7 @@ def tick(tenant: str, family: str, sequence: int, now_ms: int) -> ChampionComman
 
 def command_record(command: ChampionCommand, source: str) -> tuple[bytes, bytes]:
     """A command as the key and value of its record on lapverse-champion-commands."""
-    event = envelope(
+    event = encode_event(
         "champion.command",
         command.command_id,
         command.tenant,
@@ -245,7 +238,7 @@ def command_record(command: ChampionCommand, source: str) -> tuple[bytes, bytes]
         command.requested_at_ms,
         source,
     )
-    return command.tenant.encode(), encode(event)
+    return command.tenant.encode(), event
 
 
 def active_rollouts(evolutions: Mapping[str, Any], owns: Any) -> list[tuple[str, str, Rollout]]:

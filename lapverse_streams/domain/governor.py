@@ -52,9 +52,7 @@ from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
     decode,
-    encode,
     encode_event,
-    envelope,
     header,
     parse_data,
     trace_of,
@@ -307,12 +305,12 @@ class Governor:
         tags = self.tags(tenant, intake.tenant_id, intake.cost_center)
         short_type, decision = intake.decide(verdict, 0, tags)
         event_id = f"{intake.request_id}:{verdict.reason.value}:{record.partition}:{record.offset}"
-        ce = envelope(short_type, event_id, intake.tenant_id, decision, intake.now_ms, SOURCE)
+        ce = encode_event(short_type, event_id, intake.tenant_id, decision, intake.now_ms, SOURCE)
         out.records.append(
             Outbound(
                 "decisions",
                 intake.tenant_id.encode(),
-                encode(ce),
+                ce,
                 [*reply_headers, (REPLY_ONLY, b"true")],
             )
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lapverse_streams.clients.kaggle import NO_CREDENTIALS, Stage, StageOutcome
 from lapverse_streams.domain.batch import Outbound
-from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.codec import encode_event
 from lapverse_streams.events.models import ChampionCommand, KaggleOutcome, KaggleStage
 
 SOURCE = "/lapverse/kaggle"
@@ -94,15 +94,17 @@ def stage_outputs(
         finished_at_ms=now_ms,
     )
     short = f"kaggle.{stage}.{outcome.status}"
-    event = envelope(short, f"{cid}:{short}", tenant, result, now_ms, SOURCE)
-    outputs = [Outbound("kaggle", key, encode(event), [])]
+    event = encode_event(short, f"{cid}:{short}", tenant, result, now_ms, SOURCE)
+    outputs = [Outbound("kaggle", key, event, [])]
     if merges(outcome):
         command = merge_command(data, outcome, now_ms)
-        event = envelope("champion.command", command.command_id, tenant, command, now_ms, SOURCE)
-        outputs.append(Outbound("commands", tenant.encode(), encode(event), []))
+        event = encode_event(
+            "champion.command", command.command_id, tenant, command, now_ms, SOURCE
+        )
+        outputs.append(Outbound("commands", tenant.encode(), event, []))
     following = next_stage(outcome)
     if following is not None:
         request = f"kaggle.{following}"
-        event = envelope(request, f"{cid}:{request}", tenant, data, now_ms, SOURCE)
-        outputs.append(Outbound("kaggle", key, encode(event), []))
+        event = encode_event(request, f"{cid}:{request}", tenant, data, now_ms, SOURCE)
+        outputs.append(Outbound("kaggle", key, event, []))
     return outputs

@@ -13,7 +13,7 @@ from lapverse_streams.config_view import ConfigView, hash_api_key
 from lapverse_streams.domain import flags
 from lapverse_streams.domain.pricing import MICROS_PER_USD, usd, usd_to_micros
 from lapverse_streams.events import topics
-from lapverse_streams.events.codec import encode, encode_event, envelope
+from lapverse_streams.events.codec import encode_event
 from lapverse_streams.events.models import (
     MAX_MRR_MICROS,
     TENANT_ID_PATTERN,
@@ -169,7 +169,7 @@ class AdminRoutes:
             definition = flags.validate_flag(await read_json(request, self.limits))
         except flags.FlagDefinitionError as exc:
             raise Problem(400, "invalid-flag", str(exc)) from None
-        event = envelope(
+        event = encode_event(
             "flag.configured",
             f"{flag_key}:{now_ms()}",
             flag_key,
@@ -177,7 +177,7 @@ class AdminRoutes:
             now_ms(),
             SOURCE,
         )
-        value = encode(event)
+        value = event
         partition, offset = await self.publish(topics.FLAGS, flag_key, value)
         self.config.apply_written(
             self.settings.topic(topics.FLAGS), flag_key.encode(), value, partition, offset

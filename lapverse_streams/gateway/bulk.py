@@ -18,7 +18,7 @@ from lapverse_streams.clock import now_ms
 from lapverse_streams.domain import idempotency
 from lapverse_streams.domain.batch import REQUEST_ID
 from lapverse_streams.events import topics
-from lapverse_streams.events.codec import encode, envelope
+from lapverse_streams.events.codec import encode_event
 from lapverse_streams.events.models import FinOpsTags, TaskRequested, TenantConfig
 from lapverse_streams.gateway.auth import authenticate_tenant
 from lapverse_streams.gateway.bridge import BrokerUnavailable, Reply, Request
@@ -179,9 +179,11 @@ class BulkRoutes:
             requests = []
             for p in ready:
                 reply_id = uuid.uuid4().hex
-                event = envelope("task.requested", p.key, tenant_id, p.requested, sent_ms, SOURCE)
+                event = encode_event(
+                    "task.requested", p.key, tenant_id, p.requested, sent_ms, SOURCE
+                )
                 headers = [(REQUEST_ID, reply_id.encode()), *trace_headers]
-                requests.append(Request(encode(event), headers, reply_id))
+                requests.append(Request(event, headers, reply_id))
             try:
                 outcomes = await self.routes.bridge.submit_many(
                     topics.TASKS, tenant_id.encode(), requests, wait_s
