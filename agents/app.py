@@ -14,6 +14,7 @@ from agents import executor, gauges, governor, heartbeat, services, tournament, 
 from agents import kaggle as kaggle_agent
 from agents.fetchwait import use_fetch_max_wait
 from agents.highwaters import use_fetched_highwaters
+from agents.restore import STORE_URL, PromptTableManager, register_store
 from agents.rewind import keep_records_across_seek_back
 from agents.transactions import Transactions, leave_offsets_to_transactions, use_read_committed
 from lapverse_streams.clients.kaggle import KagglePipeline
@@ -88,10 +89,12 @@ def create_worker(
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     use_fetched_highwaters()
     use_fetch_max_wait(settings.fetch_max_wait_ms)
+    register_store()
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=settings.broker_url,
-        store="memory://",
+        store=STORE_URL,  # Faust's memory store, restored in bulk (agents/restore.py)
+        TableManager=PromptTableManager,
         datadir=str(Path(settings.data_dir) / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,

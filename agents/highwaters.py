@@ -28,8 +28,10 @@ async def fetched_highwaters(
         reported = await probe.end_offsets(partitions)
         for tp, end in reported.items():
             probe.seek(tp, max(end - 1, 0))
+        # An empty partition reports 0 on both brokers: no fetch needs to confirm it.
+        unconfirmed = [tp for tp in partitions if reported[tp] > 0]
         deadline = asyncio.get_running_loop().time() + FETCH_DEADLINE_S
-        while any(probe.highwater(tp) is None for tp in partitions):
+        while any(probe.highwater(tp) is None for tp in unconfirmed):
             if asyncio.get_running_loop().time() > deadline:
                 break
             await probe.getmany(timeout_ms=200, max_records=1)
@@ -41,6 +43,7 @@ async def probe_consumer(
     bootstrap_servers: str | list[str],
     partitions: list[TopicPartition],
     isolation_level: str = "read_uncommitted",
+    **config: Any,
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A started group-less consumer assigned `partitions`, stopped on the way out."""
     probe = AIOKafkaConsumer(
@@ -49,6 +52,7 @@ async def probe_consumer(
         enable_auto_commit=False,
         isolation_level=isolation_level,
         fetch_max_wait_ms=50,  # a partition with nothing past the seek must not hold us up
+        **config,
     )
     await probe.start()
     try:
