@@ -9,6 +9,7 @@ import faust
 
 from agents.gauges import partition_of
 from agents.governor_spans import TracedGovernor
+from agents.inflight import InFlight
 from agents.transactions import (
     Positions,
     Produce,
@@ -77,6 +78,13 @@ def register(
         ),
     )
 
+    inflight = InFlight(worker.app, AGENT, settings.batches_in_flight)
+
+    @worker.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def settle_in_flight(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Faust has flushed the producer: acknowledge what it delivered before moving on."""
+        await inflight.drain()
+
     @worker.app.agent(inbound, name=AGENT)
     async def governor_agent(stream: Any) -> None:
         await worker.config.wait_ready(120)
@@ -101,13 +109,8 @@ def register(
                 await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             if worker.transactions is None:
                 out = governor.process(batch)
-                try:
-                    await produce_all(
-                        worker.app, [*changelog_writes(out.writes), *outputs(out.records)]
-                    )
-                except Exception as exc:  # not on the broker: the tables are ahead of the log
-                    await stop_after_failed_write(worker.app, AGENT, exc)
-                    return
+                # acknowledged once delivered, while the next batch is decided (inflight.py)
+                await inflight.send(events, [*changelog_writes(out.writes), *outputs(out.records)])
                 observe(worker, out.observations, len(batch))
             else:
                 await commit_each_partition(worker.transactions, batch)

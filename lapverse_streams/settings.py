@@ -65,6 +65,8 @@ class Settings:
     # How long a batch may wait to fill; 0: 5 ms at least once, 20 ms exactly once, where
     # every batch is a transaction per partition (bench/README.md measured both).
     batch_within_ms: int = 0
+    # At least once: batches whose writes may be on their way while the next one is decided.
+    batches_in_flight: int = 4
     retry_attempts: int = 3
     executor_concurrency: int = 500
     retry_base_ms: int = 1_000
@@ -138,6 +140,8 @@ class Settings:
             raise ValueError("LAPVERSE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.batch_within_ms < 0:
             raise ValueError("LAPVERSE_BATCH_WITHIN_MS must be 0 (the default) or more")
+        if self.batches_in_flight < 1:
+            raise ValueError("LAPVERSE_BATCHES_IN_FLIGHT must be at least 1")
         if self.topic_partitions < 1:
             raise ValueError("LAPVERSE_TOPIC_PARTITIONS must be at least 1")
         if not 0 < self.default_slo_target < 1:
