@@ -251,6 +251,11 @@ def _checked(result: TaskResult) -> TaskResult:
     return result
 
 
+def _log_failed_delivery(delivery: Any) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("executor output not delivered", exc_info=delivery.exception())
+
+
 def register(
     worker: Worker,
     decisions: faust.TopicT,
@@ -261,11 +266,21 @@ def register(
     """Attach the executor agent to the app (dead letters go through `worker.dead_letters`)."""
     settings = worker.settings
 
-    async def send_progress(key: bytes, value: bytes, headers: Headers) -> None:
-        await progress.send(key=key, value=value, headers=headers, force=True)
+    def sender(topic: faust.TopicT) -> Send:
+        """Hand a record straight to the producer (partitioned by key, like Faust's send).
 
-    async def send_result(key: bytes, value: bytes, headers: Headers) -> None:
-        await results.send(key=key, value=value, headers=headers, force=True)
+        Delivery is not awaited, as with Faust's `send(force=True)` before: a result that is
+        lost is covered by the governor's redrive, and a failed delivery is logged.
+        """
+        name = topic.get_topic_name()
+
+        async def send(key: bytes, value: bytes, headers: Headers) -> None:
+            delivery = await worker.app.producer.send(name, key, value, None, None, headers)
+            asyncio.ensure_future(delivery).add_done_callback(_log_failed_delivery)
+
+        return send
+
+    send_progress, send_result = sender(progress), sender(results)
 
     @worker.app.agent(decisions, name=AGENT)
     async def executor_agent(stream: Any) -> None:
