@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -9,7 +10,13 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from lapverse_streams.events.limits import DEFAULT_LIMITS, JsonLimits, LimitExceeded, check_json
+from lapverse_streams.events.limits import (
+    DEFAULT_LIMITS,
+    JsonLimits,
+    LimitExceeded,
+    check_json,
+    fits_by_size,
+)
 from lapverse_streams.events.models import EVENT_TYPES, CloudEvent, Model, short_name, type_name
 
 M = TypeVar("M", bound=Model)
@@ -80,8 +87,10 @@ def decode(raw: bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[Clou
         obj: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PoisonMessage("not_json", str(exc)) from None
+    envelope_limits = _around_data(limits)
     try:
-        check_json(obj, replace(limits, max_depth=limits.max_depth + 1))
+        if not fits_by_size(raw, envelope_limits):  # most records: no walk of the tree
+            check_json(obj, envelope_limits)
     except LimitExceeded as exc:
         raise PoisonMessage(exc.reason, exc.detail) from None
     if not isinstance(obj, dict):
@@ -94,6 +103,12 @@ def decode(raw: bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[Clou
     if short is None or short not in EVENT_TYPES:
         raise PoisonMessage("unknown_type", f"unknown event type {event.type!r}")
     return event, short
+
+
+@functools.lru_cache(maxsize=8)
+def _around_data(limits: JsonLimits) -> JsonLimits:
+    """The limits of an envelope whose data has `limits`: one level deeper."""
+    return replace(limits, max_depth=limits.max_depth + 1)
 
 
 def parse_data(event: CloudEvent, model: type[M]) -> M:

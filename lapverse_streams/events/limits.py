@@ -58,3 +58,20 @@ def check_json(value: object, limits: JsonLimits = DEFAULT_LIMITS) -> None:
             for key, child in item.items():
                 stack.append((key, depth))
                 stack.append((child, depth + 1))
+
+
+def fits_by_size(raw: bytes, limits: JsonLimits = DEFAULT_LIMITS) -> bool:
+    """True when a JSON document's bytes alone prove it within every limit, unparsed.
+
+    A document of n bytes holds no string of more than n characters, no array of more than
+    n/2 items (`0,` per item) and no object of more than n/5 keys (`"":0,` per key), and it
+    nests no deeper than its count of `[` and `{` (those inside strings only overcount).
+    False says nothing: `check_json` decides.
+    """
+    size = len(raw)
+    return (
+        size <= limits.max_string_chars
+        and size <= 2 * limits.max_array_items
+        and size <= 5 * limits.max_object_keys
+        and raw.count(b"[") + raw.count(b"{") <= limits.max_depth
+    )
