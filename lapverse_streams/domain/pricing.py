@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from lapverse_streams.events.models import Complexity
@@ -38,4 +39,9 @@ def usd_to_micros(amount_usd: float) -> int:
 
 def billing_period(now_ms: int) -> str:
     """Calendar-month billing period, UTC, as YYYY-MM."""
-    return datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m")
+    return _period_of_hour(now_ms // 3_600_000)  # a UTC month starts on an hour
+
+
+@functools.lru_cache(maxsize=64)
+def _period_of_hour(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, tz=UTC).strftime("%Y-%m")

@@ -36,6 +36,11 @@ def test_usd_round_trip() -> None:
 
 def test_billing_period_is_utc_month() -> None:
     assert pricing.billing_period(0) == "1970-01"
+    last_of_2023 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    assert pricing.billing_period(last_of_2023 - 1) == "2023-12"
+    assert pricing.billing_period(last_of_2023) == "2024-01"
+    assert pricing.billing_period(1_709_251_199_999) == "2024-02"  # leap day, last ms
+    assert pricing.billing_period(1_709_251_200_000) == "2024-03"
 
 
 def test_ledger_settle_releases_and_charges() -> None:
