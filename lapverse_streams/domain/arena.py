@@ -275,7 +275,7 @@ class Referee:
             return
         if not ledger.already_applied("joins", record.offset):
             period = billing_period(joined.joined_at_ms)
-            ledger.settle(joined.competition_id, joined.cost_micros, period, existing.cost_center)
+            ledger.charge(joined.cost_micros, period, existing.cost_center)
             ledger.mark("joins", record.offset)
             self.state.table("ledger").touch(tenant_id)
         objective = tenant.latency_objective_ms if tenant else 30_000

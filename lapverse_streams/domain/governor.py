@@ -386,7 +386,7 @@ class Governor:
         ledger = self._ledger(tenant_id)
         if not ledger.already_applied("results", record.offset):
             period = billing_period(result.finished_at_ms)
-            ledger.settle(result.task_id, cost, period, existing.cost_center)
+            ledger.charge(cost, period, existing.cost_center)
             ledger.mark("results", record.offset)
             self._ledgers.touch(tenant_id)
         burn = self._burn(tenant_id)

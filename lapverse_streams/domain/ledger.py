@@ -59,14 +59,11 @@ class Ledger:
         self.applied[source] = max(offset, self.applied.get(source, -1))
         return self
 
-    def reserve(self, request_id: str, micros: int) -> Ledger:
-        """Hold the estimate of an accepted request (the dedup record does it in the governor)."""
-        self.reservations.hold(request_id, micros, self.journal)
-        return self
+    def charge(self, cost_micros: int, period: str, cost_center: str) -> Ledger:
+        """Add a finished request's actual cost to its period and cost center.
 
-    def settle(self, request_id: str, cost_micros: int, period: str, cost_center: str) -> Ledger:
-        """Charge actual cost and release the request's reservation, in one step."""
-        self.reservations.release(request_id, self.journal)
+        Its reservation is released by the dedup store, when the request's record turns final.
+        """
         if self.journal:
             self.journal.note(self.spend, period)
         period_spend = dict(self.spend.get(period, {}))  # the old dict stays intact

@@ -43,17 +43,20 @@ def test_billing_period_is_utc_month() -> None:
     assert pricing.billing_period(1_709_251_200_000) == "2024-03"
 
 
-def test_ledger_settle_releases_and_charges() -> None:
-    ledger = Ledger().reserve("t1", 100).reserve("t2", 50).settle("t1", 80, "2026-11", "ops")
+def test_ledger_charges_and_forecasts_with_the_reservations_it_is_bound_to() -> None:
+    ledger = Ledger()
+    ledger.reservations.hold("t2", 50)  # in the governor: the accepted dedup record of t2
+    ledger.charge(80, "2026-11", "ops").charge(5, "2026-11", "ml")
+    assert ledger.spend == {"2026-11": {"ops": 80, "ml": 5}}
     assert ledger.reserved == {"t2": 50}
-    assert ledger.forecast("2026-11", 10) == 80 + 50 + 10
+    assert ledger.forecast("2026-11", 10) == 80 + 5 + 50 + 10
     assert Ledger.from_bytes(ledger.to_bytes()) == ledger
 
 
 def test_ledger_keeps_recent_periods_only() -> None:
     ledger = Ledger()
     for month in range(1, 7):
-        ledger = ledger.settle(f"t{month}", 1, f"2026-{month:02d}", "ops")
+        ledger = ledger.charge(1, f"2026-{month:02d}", "ops")
     assert sorted(ledger.spend) == [f"2026-{m:02d}" for m in range(7 - KEEP_PERIODS, 7)]
 
 
