@@ -37,9 +37,9 @@ from lapverse_streams.domain.kaggle_stages import (
     without_kernel,
 )
 from lapverse_streams.domain.retry import backoff_ms
+from lapverse_streams.events.champion_models import KaggleStage
 from lapverse_streams.events.codec import PoisonMessage, decode, parse_data
 from lapverse_streams.events.deadletter import Consumed, DeadLetters
-from lapverse_streams.events.models import KaggleStage
 from lapverse_streams.observability.metrics import Metrics
 from lapverse_streams.observability.services import ServiceMetrics
 from lapverse_streams.observability.tracing import consumer_span, inject_headers

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lapverse_streams.events.models import EVENT_TYPES, CloudEvent
+from lapverse_streams.events.catalog import EVENT_TYPES
+from lapverse_streams.events.models import CloudEvent
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

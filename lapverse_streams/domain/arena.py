@@ -43,6 +43,7 @@ from lapverse_streams.domain.self_compete import (
     variant_runs,
 )
 from lapverse_streams.domain.state import BatchState, DedupRecord
+from lapverse_streams.events.champion_models import KaggleStage
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -59,7 +60,6 @@ from lapverse_streams.events.models import (
     CompetitionRequest,
     CompetitionRequested,
     FinOpsTags,
-    KaggleStage,
     Model,
     TenantConfig,
 )

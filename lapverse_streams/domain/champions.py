@@ -16,16 +16,13 @@ from lapverse_streams.domain.batch import SOURCE, BatchOutput, Inbound, Observat
 from lapverse_streams.domain.budget import DAY_MS, Burn, burn_rate
 from lapverse_streams.domain.promotion import Evolution, PromotionDecision
 from lapverse_streams.domain.rollout import Change, Rollout, RolloutPolicy
-from lapverse_streams.events.codec import PoisonMessage, encode_event
-from lapverse_streams.events.models import (
+from lapverse_streams.events.champion_models import (
     ChampionChanged,
     ChampionCommand,
     ChampionPromoted,
-    FinOpsTags,
-    FlagConfig,
-    Model,
-    TenantConfig,
 )
+from lapverse_streams.events.codec import PoisonMessage, encode_event
+from lapverse_streams.events.models import FinOpsTags, FlagConfig, Model, TenantConfig
 
 
 def evolution_key(tenant: str, family: str) -> str:

@@ -48,6 +48,7 @@ from lapverse_streams.domain.state import (
     TableTx,
     Write,
 )
+from lapverse_streams.events.champion_models import ChampionCommand
 from lapverse_streams.events.codec import (
     Headers,
     PoisonMessage,
@@ -59,7 +60,6 @@ from lapverse_streams.events.codec import (
 )
 from lapverse_streams.events.deadletter import reason_of
 from lapverse_streams.events.models import (
-    ChampionCommand,
     CompetitionJoined,
     DecisionReason,
     FinOpsTags,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lapverse_streams.clients.kaggle import NO_CREDENTIALS, Stage, StageOutcome
 from lapverse_streams.domain.batch import Outbound
+from lapverse_streams.events.champion_models import ChampionCommand, KaggleOutcome, KaggleStage
 from lapverse_streams.events.codec import encode_event
-from lapverse_streams.events.models import ChampionCommand, KaggleOutcome, KaggleStage
 
 SOURCE = "/lapverse/kaggle"
 STAGES: tuple[Stage, ...] = ("sync", "evaluate", "promote")

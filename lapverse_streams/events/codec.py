@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
+from lapverse_streams.events.catalog import EVENT_TYPES
 from lapverse_streams.events.limits import (
     DEFAULT_LIMITS,
     JsonLimits,
@@ -17,7 +18,7 @@ from lapverse_streams.events.limits import (
     check_json,
     fits_by_size,
 )
-from lapverse_streams.events.models import EVENT_TYPES, CloudEvent, Model, short_name, type_name
+from lapverse_streams.events.models import CloudEvent, Model, short_name, type_name
 
 M = TypeVar("M", bound=Model)
 Headers = list[tuple[str, bytes]]

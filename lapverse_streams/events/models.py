@@ -332,84 +332,6 @@ class CompetitionCompleted(Model):
         return camel_keys(value)
 
 
-RolloutState = Literal["canary", "ramping", "full", "pinned", "rolled-back"]
-ChampionAction = Literal["pin", "unpin", "rollback", "tick", "merge"]
-VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class ChampionPromoted(Model):
-    """champion.promoted: a challenger replaced the incumbent, with the evidence.
-
-    `sequence` numbers every event of the tenant's family on lapverse-champions (1, 2, ...);
-    `previous` is the champion before this one. Evidence keys are camelCase; the snake_case
-    keys of events written before are renamed on decoding.
-    """
-
-    tenant: str
-    family: str
-    champion: str
-    previous: str | None = None
-    baseline: str
-    sequence: int = Field(ge=1)
-    competition_id: str
-    evidence: dict[str, Any]
-    flag_key: str
-    rollout_percent: int
-    state: RolloutState = "canary"
-    tags: FinOpsTags
-    promoted_at_ms: int
-
-    @field_validator("evidence")
-    @classmethod
-    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return camel_keys(value)
-
-
-class ChampionChanged(Model):
-    """champion.stepped / .rolled-back / .pinned / .unpinned: the rollout moved, and why.
-
-    `champion` serves `rolloutPercent` % of targeting keys and `baseline` the rest; `previous`
-    is the champion before this event; `promotionSequence` the promotion the rollout belongs
-    to; `actor` who decided (the governor, Kaggle, or the operator named in the command).
-    """
-
-    tenant: str
-    family: str
-    champion: str
-    previous: str | None = None
-    baseline: str = ""
-    sequence: int = Field(ge=1)
-    promotion_sequence: int = Field(ge=0)
-    state: RolloutState
-    rollout_percent: int = Field(ge=0, le=100)
-    reason: str
-    cause: str  # a short label: step, merge, burn-rate, lost-lead, operator, pin, unpin
-    actor: str
-    command_id: str | None = None
-    flag_key: str
-    tags: FinOpsTags
-    changed_at_ms: int
-
-
-class ChampionCommand(Model):
-    """champion.command (internal, lapverse-champion-commands, keyed by tenant).
-
-    An operator's pin / unpin / rollback, a Kaggle merge of the promotion `sequence`, or a
-    rollout tick for the champion event `sequence`: a command whose sequence is not the
-    current one is stale and changes nothing.
-    """
-
-    command_id: str = Field(min_length=1, max_length=128)
-    tenant: str = Field(min_length=1, max_length=128, pattern=TENANT_ID_PATTERN)
-    family: str = Field(pattern=FAMILY_PATTERN)
-    action: ChampionAction
-    variant: str | None = Field(default=None, pattern=VARIANT_PATTERN)
-    sequence: int | None = Field(default=None, ge=0)
-    actor: str = Field(min_length=1, max_length=128)
-    reason: str = Field(default="", max_length=1000)
-    requested_at_ms: int
-
-
 # Evidence keys written in snake_case before they were camelCase; renamed when decoded.
 SNAKE_EVIDENCE_KEYS = {
     "baseline_kind": "baselineKind",
@@ -436,41 +358,6 @@ def camel_keys(value: dict[str, Any]) -> dict[str, Any]:
     return renamed
 
 
-class KaggleStage(Model):
-    """kaggle.sync / kaggle.evaluate / kaggle.promote: one stage of a promotion's pipeline."""
-
-    competition_id: str
-    tenant: str
-    family: str
-    champion: str
-    scores: dict[str, float]
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    burn_rate: float
-    flag_key: str
-    sequence: int | None = Field(default=None, ge=1)  # the promotion's; None before it was kept
-    tags: FinOpsTags
-    requested_at_ms: int
-
-    @field_validator("evidence")
-    @classmethod
-    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return camel_keys(value)
-
-
-class KaggleOutcome(Model):
-    """kaggle.<stage>.completed / .skipped / .failed: what a stage did, and why."""
-
-    competition_id: str
-    tenant: str
-    stage: Literal["sync", "evaluate", "promote"]
-    status: Literal["completed", "skipped", "failed"]
-    reason: str | None = None
-    attempts: int = 0
-    detail: dict[str, Any] = Field(default_factory=dict)
-    tags: FinOpsTags
-    finished_at_ms: int
-
-
 class WorkerStatus(Model):
     """worker.status (internal, compacted lapverse-worker-status): one worker's heartbeat."""
 
@@ -480,38 +367,6 @@ class WorkerStatus(Model):
     table_keys: dict[str, int]
     assigned_partitions: int
     updated_at_ms: int
-
-
-EVENT_TYPES: dict[str, type[Model]] = {
-    "task.requested": TaskRequested,
-    "task.accepted": TaskDecision,
-    "task.rejected": TaskDecision,
-    "task.started": TaskStarted,
-    "task.completed": TaskResult,
-    "task.failed": TaskResult,
-    "tenant.configured": TenantConfig,
-    "flag.configured": FlagConfig,
-    "competition.requested": CompetitionRequested,
-    "competition.accepted": CompetitionDecision,
-    "competition.rejected": CompetitionDecision,
-    "variant.run": VariantRun,
-    "variant.result": VariantResultEvent,
-    "competition.joined": CompetitionJoined,
-    "competition.completed": CompetitionCompleted,
-    "champion.promoted": ChampionPromoted,
-    **{
-        f"champion.{change}": ChampionChanged
-        for change in ("stepped", "rolled-back", "pinned", "unpinned")
-    },
-    "champion.command": ChampionCommand,
-    "worker.status": WorkerStatus,
-    **{f"kaggle.{stage}": KaggleStage for stage in ("sync", "evaluate", "promote")},
-    **{
-        f"kaggle.{stage}.{status}": KaggleOutcome
-        for stage in ("sync", "evaluate", "promote")
-        for status in ("completed", "skipped", "failed")
-    },
-}
 
 
 def type_name(short: str) -> str:

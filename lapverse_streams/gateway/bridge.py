@@ -16,11 +16,10 @@ from lapverse_streams.broker.assign import assign_all
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY, REQUEST_ID
 from lapverse_streams.events import topics
+from lapverse_streams.events.champion_models import ChampionChanged, ChampionPromoted
 from lapverse_streams.events.codec import Headers, PoisonMessage, decode, header, parse_data
 from lapverse_streams.events.deadletter import Consumed, DeadLetters, Send
 from lapverse_streams.events.models import (
-    ChampionChanged,
-    ChampionPromoted,
     CloudEvent,
     CompetitionCompleted,
     CompetitionDecision,

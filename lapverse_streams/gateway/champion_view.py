@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from lapverse_streams.events.models import ChampionChanged, ChampionPromoted
+from lapverse_streams.events.champion_models import ChampionChanged, ChampionPromoted
 from lapverse_streams.gateway.view import Recent, Store
 
 CURRENT = "champions"

@@ -14,13 +14,8 @@ from lapverse_streams.clock import now_ms
 from lapverse_streams.config_view import ConfigView
 from lapverse_streams.domain.champions import command_record
 from lapverse_streams.events import topics
-from lapverse_streams.events.models import (
-    FAMILY_PATTERN,
-    VARIANT_PATTERN,
-    ChampionAction,
-    ChampionCommand,
-    TenantConfig,
-)
+from lapverse_streams.events.champion_models import VARIANT_PATTERN, ChampionAction, ChampionCommand
+from lapverse_streams.events.models import FAMILY_PATTERN, TenantConfig
 from lapverse_streams.gateway.admin import tenant_id_of
 from lapverse_streams.gateway.auth import authenticate_admin, authenticate_tenant
 from lapverse_streams.gateway.bridge import Bridge, BrokerUnavailable

@@ -10,15 +10,9 @@ import orjson
 import pytest
 
 from lapverse_streams.events import topics
+from lapverse_streams.events.champion_models import KaggleStage
 from lapverse_streams.events.codec import encode, envelope, header
-from lapverse_streams.events.models import (
-    FinOpsTags,
-    KaggleStage,
-    Model,
-    TaskDecision,
-    TaskRequest,
-    VariantRun,
-)
+from lapverse_streams.events.models import FinOpsTags, Model, TaskDecision, TaskRequest, VariantRun
 from lapverse_streams.variants.forecast import demo_input
 from tests.conftest import Stack
 from tests.hostile import nest_deeply

@@ -23,8 +23,8 @@ import pytest
 from examples.champion_consumer import ChampionConsumer
 from lapverse_streams.domain import champions, flags
 from lapverse_streams.events import topics
+from lapverse_streams.events.champion_models import ChampionCommand
 from lapverse_streams.events.codec import header
-from lapverse_streams.events.models import ChampionCommand
 from lapverse_streams.variants.forecast import demo_input
 from tests.conftest import Stack
 from tests.integration.helpers import (

@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaProducer
 
 from lapverse_streams.clients.kaggle import NO_CREDENTIALS
 from lapverse_streams.events import topics
+from lapverse_streams.events.champion_models import KaggleStage
 from lapverse_streams.events.codec import encode, envelope
-from lapverse_streams.events.models import FinOpsTags, KaggleStage
+from lapverse_streams.events.models import FinOpsTags
 from lapverse_streams.settings import Settings
 from lapverse_streams.standins.kaggle import start_kaggle_standin
 from tests.conftest import Stack

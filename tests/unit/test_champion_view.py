@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lapverse_streams.events.models import ChampionChanged, ChampionPromoted, FinOpsTags
+from lapverse_streams.events.champion_models import ChampionChanged, ChampionPromoted
+from lapverse_streams.events.models import FinOpsTags
 from lapverse_streams.gateway.champion_view import ChampionView
 from lapverse_streams.gateway.view import Store
 

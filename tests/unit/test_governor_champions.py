@@ -11,7 +11,7 @@ from lapverse_streams.domain import champions
 from lapverse_streams.domain.batch import Inbound
 from lapverse_streams.domain.governor import Governor
 from lapverse_streams.domain.rollout import RolloutPolicy
-from lapverse_streams.events.models import ChampionCommand
+from lapverse_streams.events.champion_models import ChampionCommand
 from tests.unit.test_governor_rounds import NOW, Log, admit_round, gov, sinks
 
 __all__ = ["gov"]  # the fixture

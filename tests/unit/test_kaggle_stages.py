@@ -25,8 +25,9 @@ from lapverse_streams.domain.kaggle_stages import (
     requested_stage,
     stage_outputs,
 )
+from lapverse_streams.events.champion_models import KaggleStage
 from lapverse_streams.events.codec import decode
-from lapverse_streams.events.models import FinOpsTags, KaggleStage
+from lapverse_streams.events.models import FinOpsTags
 
 KERNEL = "lapverse/forecast-notebook"
 TAGS = FinOpsTags(

@@ -13,11 +13,15 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
-from lapverse_streams.events.models import (
-    EVENT_TYPES,
+from lapverse_streams.events.catalog import EVENT_TYPES
+from lapverse_streams.events.champion_models import (
     ChampionChanged,
     ChampionCommand,
     ChampionPromoted,
+    KaggleOutcome,
+    KaggleStage,
+)
+from lapverse_streams.events.models import (
     CloudEvent,
     CompetitionCompleted,
     CompetitionDecision,
@@ -28,8 +32,6 @@ from lapverse_streams.events.models import (
     DecisionReason,
     FinOpsTags,
     FlagConfig,
-    KaggleOutcome,
-    KaggleStage,
     Priority,
     Requirements,
     TaskDecision,
