@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from lapverse_streams.events.models import (
     FAMILY_PATTERN,
     TENANT_ID_PATTERN,
+    Evidence,
     FinOpsTags,
     Model,
-    camel_keys,
 )
 
 RolloutState = Literal["canary", "ramping", "full", "pinned", "rolled-back"]
@@ -34,17 +34,12 @@ class ChampionPromoted(Model):
     baseline: str
     sequence: int = Field(ge=1)
     competition_id: str
-    evidence: dict[str, Any]
+    evidence: Evidence
     flag_key: str
     rollout_percent: int
     state: RolloutState = "canary"
     tags: FinOpsTags
     promoted_at_ms: int
-
-    @field_validator("evidence")
-    @classmethod
-    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return camel_keys(value)
 
 
 class ChampionChanged(Model):
@@ -100,17 +95,12 @@ class KaggleStage(Model):
     family: str
     champion: str
     scores: dict[str, float]
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: Evidence = Field(default_factory=dict)
     burn_rate: float
     flag_key: str
     sequence: int | None = Field(default=None, ge=1)  # the promotion's; None before it was kept
     tags: FinOpsTags
     requested_at_ms: int
-
-    @field_validator("evidence")
-    @classmethod
-    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return camel_keys(value)
 
 
 class KaggleOutcome(Model):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 APPLICATION = "lapverse-monitoring"
@@ -306,32 +306,6 @@ class CompetitionJoined(Model):
     joined_at_ms: int
 
 
-class CompetitionCompleted(Model):
-    """competition.completed: scores, champion, cost and the promotion decision of a round."""
-
-    competition_id: str
-    idempotency_key: str
-    tenant: str
-    family: str
-    status: Literal["completed"] = "completed"
-    scores: dict[str, float]
-    variants: dict[str, VariantSummary]
-    champion: str | None = None
-    champion_output: dict[str, Any] | None = None
-    missing: list[str]
-    cost_micros: int
-    cost_estimate_micros: int
-    promotion: dict[str, Any]
-    posts: list[SharedPost] = Field(default_factory=list)
-    tags: FinOpsTags
-    completed_at_ms: int
-
-    @field_validator("promotion")
-    @classmethod
-    def _camel_evidence(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return camel_keys(value)
-
-
 # Evidence keys written in snake_case before they were camelCase; renamed when decoded.
 SNAKE_EVIDENCE_KEYS = {
     "baseline_kind": "baselineKind",
@@ -356,6 +330,31 @@ def camel_keys(value: dict[str, Any]) -> dict[str, Any]:
         nested = isinstance(item, dict) and name not in OPAQUE_EVIDENCE_KEYS
         renamed[name] = camel_keys(item) if nested else item
     return renamed
+
+
+# Promotion evidence, with the keys of events written before camelCase renamed on decoding.
+Evidence = Annotated[dict[str, Any], AfterValidator(camel_keys)]
+
+
+class CompetitionCompleted(Model):
+    """competition.completed: scores, champion, cost and the promotion decision of a round."""
+
+    competition_id: str
+    idempotency_key: str
+    tenant: str
+    family: str
+    status: Literal["completed"] = "completed"
+    scores: dict[str, float]
+    variants: dict[str, VariantSummary]
+    champion: str | None = None
+    champion_output: dict[str, Any] | None = None
+    missing: list[str]
+    cost_micros: int
+    cost_estimate_micros: int
+    promotion: Evidence
+    posts: list[SharedPost] = Field(default_factory=list)
+    tags: FinOpsTags
+    completed_at_ms: int
 
 
 class WorkerStatus(Model):

@@ -282,6 +282,17 @@ def test_old_snake_case_evidence_still_decodes_as_camel_case() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("model", "field"), [("KaggleStage", "evidence"), ("CompetitionCompleted", "promotion")]
+)
+def test_every_evidence_field_renames_old_keys(model: str, field: str) -> None:
+    kind = {"KaggleStage": KaggleStage, "CompetitionCompleted": CompetitionCompleted}[model]
+    old = SAMPLES[kind]().model_dump(mode="json", by_alias=True)
+    old[field] = {"baseline_kind": "incumbent", "win_rates": {"slow_variant": 0.7}}
+    renamed = getattr(kind.model_validate(old), field)
+    assert renamed == {"baselineKind": "incumbent", "winRates": {"slow_variant": 0.7}}
+
+
 SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
     ChampionChanged: rolled_back,
     ChampionCommand: lambda: ChampionCommand(
