@@ -108,6 +108,8 @@ def register(
             ):
                 await worker.config.catch_up()  # a tenant created a moment ago may not be read yet
             if worker.transactions is None:
+                if inflight.failed:
+                    return  # a write failed and the worker is stopping: decide nothing more
                 out = governor.process(batch)
                 # acknowledged once delivered, while the next batch is decided (inflight.py)
                 await inflight.send(events, [*changelog_writes(out.writes), *outputs(out.records)])

@@ -13,7 +13,8 @@ once all of its writes are delivered:
 - The producer keeps each partition's records in the order they were sent, so a later
   batch's write of a key never lands before an earlier batch's.
 - A failed delivery stops the worker (its tables are ahead of the log) and its records are
-  never acknowledged: they are read again by the restarted worker or the next owner.
+  never acknowledged: they are read again by the restarted worker or the next owner. The
+  agent decides no further batch once `failed` is set.
 - At most `depth` batches are in flight; the agent waits for the oldest beyond that.
 """
 
@@ -35,6 +36,7 @@ class InFlight:
         self.agent = agent
         self.depth = depth
         self._batches: deque[asyncio.Future[None]] = deque()
+        self.failed = False  # a delivery failed: the worker is stopping
 
     async def send(self, events: Sequence[Any], records: Sequence[Produce]) -> None:
         """Send the batch's records; acknowledge `events` once every record is delivered."""
@@ -58,6 +60,7 @@ class InFlight:
         try:
             await asyncio.gather(*deliveries)
         except Exception as exc:  # not on the broker: the tables are ahead of the log
+            self.failed = True
             await stop_after_failed_write(self.app, self.agent, exc)
             return
         consumer, sensors = self.app.consumer, self.app.sensors

@@ -92,6 +92,7 @@ def test_a_batch_is_acknowledged_only_after_all_its_writes_are_delivered() -> No
         await inflight.drain()
         assert app.consumer.acked == [10, 11]
         assert app.sensors.out == [10, 11]
+        assert not inflight.failed
 
     asyncio.run(scenario())
 
@@ -116,6 +117,7 @@ def test_a_failed_write_acknowledges_nothing_and_stops_the_worker(
         await inflight.drain()
         assert app.consumer.acked == []  # read again by the restart or the next owner
         assert [agent for agent, _ in stopped] == ["governor"]
+        assert inflight.failed  # the governor decides no further batch
 
     asyncio.run(scenario())
 
