@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from agents.transactions import Produce, stop_after_failed_write
+from agents.transactions import Produce, hand_over, stop_after_failed_write
 
 
 class InFlight:
@@ -42,11 +42,7 @@ class InFlight:
         """Send the batch's records; acknowledge `events` once every record is delivered."""
         for event in events:
             event.message.incref()  # ours: released only by the final acknowledgement
-        producer = self.app.producer
-        deliveries = [
-            await producer.send(r.topic, r.key, r.value, r.partition, None, r.headers)
-            for r in records
-        ]
+        deliveries = await hand_over(self.app, records)
         self._batches.append(asyncio.ensure_future(self._settle(events, deliveries)))
         while self._batches and (len(self._batches) > self.depth or self._batches[0].done()):
             await self._batches.popleft()
@@ -56,7 +52,7 @@ class InFlight:
         while self._batches:
             await self._batches.popleft()
 
-    async def _settle(self, events: Sequence[Any], deliveries: list[Any]) -> None:
+    async def _settle(self, events: Sequence[Any], deliveries: list[Awaitable[Any]]) -> None:
         try:
             await asyncio.gather(*deliveries)
         except Exception as exc:  # not on the broker: the tables are ahead of the log

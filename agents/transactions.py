@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -219,11 +219,15 @@ async def produce_all(app: Any, records: Sequence[Produce]) -> None:
     writes are not on the broker. One batch is one burst of sends, not one awaited send per
     record; aiokafka packs the burst into a produce request per partition leader.
     """
+    await asyncio.gather(*await hand_over(app, records))
+
+
+async def hand_over(app: Any, records: Sequence[Produce]) -> list[Awaitable[Any]]:
+    """Hand `records` to the app's producer in order; their deliveries, not yet awaited."""
     producer = app.producer
-    deliveries = [
+    return [
         await producer.send(r.topic, r.key, r.value, r.partition, None, r.headers) for r in records
     ]
-    await asyncio.gather(*deliveries)
 
 
 async def stop_after_failed_write(app: Any, agent: str, exc: BaseException) -> None:

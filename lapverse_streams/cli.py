@@ -71,8 +71,8 @@ def run_worker(settings: Settings) -> int:
         settings.recorded_trace_ratio,
     )
     worker = create_worker(settings)
-    # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.
     tune_gc(settings.gc_threshold_values)
+    # Faust replaces the root handlers when it starts: hand it ours, so its lines stay JSON.
     faust_worker = faust.Worker(
         worker.app,
         loglevel=settings.log_level.lower(),

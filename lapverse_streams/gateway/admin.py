@@ -169,7 +169,7 @@ class AdminRoutes:
             definition = flags.validate_flag(await read_json(request, self.limits))
         except flags.FlagDefinitionError as exc:
             raise Problem(400, "invalid-flag", str(exc)) from None
-        event = encode_event(
+        value = encode_event(
             "flag.configured",
             f"{flag_key}:{now_ms()}",
             flag_key,
@@ -177,7 +177,6 @@ class AdminRoutes:
             now_ms(),
             SOURCE,
         )
-        value = event
         partition, offset = await self.publish(topics.FLAGS, flag_key, value)
         self.config.apply_written(
             self.settings.topic(topics.FLAGS), flag_key.encode(), value, partition, offset
