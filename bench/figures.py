@@ -46,9 +46,13 @@ ADMISSION_FIGURES = (
     Figure("raw_loop_per_s", "raw aiokafka loop", "/s"),
     Figure("admitted_per_s", "admission: dedup + ledger + burn", "/s"),
     Figure("ratio_faust_over_raw", "admission / raw loop", "", 0.35),
+    Figure("io_floor_per_s", "admission's reads + writes, no logic", "/s"),
+    Figure("ratio_io_floor_over_raw", "  that / raw loop: the shape's ceiling", ""),
+    Figure("ratio_faust_over_io_floor", "admission / its reads + writes", ""),
 )
 PHASE_FIGURES = (
     Figure("completed_per_s", "executor completions", "/s"),
+    Figure("io_floor_completed_per_s", "  the same, reads + writes with no logic", "/s"),
     Figure("competitions_completed_per_s", "competitions (self-compete rounds)", "/s"),
     Figure("recovery_s", "recovery: SIGKILL restart -> decision", "s", 5.0, True, KAFKA),
     Figure("recovery_new_request_s", "recovery: -> a request sent after the kill", "s"),

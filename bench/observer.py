@@ -75,6 +75,10 @@ class DecisionObserver:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level=self._isolation_level,
+            # Tansu holds every fetch for the whole wait: at aiokafka's 500 ms the observer saw
+            # a one-second phase in a few steps and put the raw loop at 9,700/s while its
+            # records' timestamps said 16,400/s. Apache Kafka answers as soon as data arrives.
+            fetch_max_wait_ms=10,
         )
         await consumer.start()
         self._consumer = consumer

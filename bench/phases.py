@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +40,8 @@ class Throughput:
 
 
 @dataclass(frozen=True)
-class FaustRun:
-    """Phase A: admission (decisions) and execution (results) of the same worker."""
+class AdmissionRun:
+    """Admission (decisions) and execution (results) of one process: phases A and B2."""
 
     admitted: Throughput
     completed: Throughput
@@ -115,26 +115,37 @@ async def measure(
 
 async def faust_phase(
     settings: Settings, events: int, work_dir: Path, timeout_s: float, profile: Path | None = None
-) -> FaustRun:
+) -> AdmissionRun:
     """Phase A: one `lapverse worker`, admission then execution (sampled if profile)."""
+    start = spawn_worker(settings, "worker-a", work_dir)
+    return await admit_and_run(start, settings, events, work_dir, timeout_s, profile)
+
+
+async def admit_and_run(
+    start: Awaitable[Child],
+    settings: Settings,
+    events: int,
+    work_dir: Path,
+    timeout_s: float,
+    profile: Path | None = None,
+) -> AdmissionRun:
+    """Start the process once observing, and time its N-th decision, then its N-th result."""
     bootstrap = settings.bootstrap_servers
     decisions = DecisionObserver(bootstrap, settings.topic(topics.TASK_DECISIONS), target=events)
     results = DecisionObserver(
         bootstrap, settings.topic(topics.TASK_RESULTS), target=events, marker=COMPLETED
     )
-    async with observing(decisions), observing(results):
-        child = await spawn_worker(settings, "worker-a", work_dir)
-        async with running(child):
-            profiler = await record(child, profile, work_dir) if profile else None
-            try:
-                admitted = await measure(child, decisions, events, timeout_s)
-                results_when_all_decided = results.count
-                left_s = timeout_s - (time.monotonic() - child.started_at)
-                completed = await measure(child, results, events, max(1.0, left_s))
-            finally:
-                if profiler is not None:  # py-spy writes its output on SIGINT
-                    await stop(profiler, sig=signal.SIGINT)
-    return FaustRun(admitted, completed, results_when_all_decided)
+    async with observing(decisions), observing(results), running(await start) as child:
+        profiler = await record(child, profile, work_dir) if profile else None
+        try:
+            admitted = await measure(child, decisions, events, timeout_s)
+            results_when_all_decided = results.count
+            left_s = timeout_s - (time.monotonic() - child.started_at)
+            completed = await measure(child, results, events, max(1.0, left_s))
+        finally:
+            if profiler is not None:  # py-spy writes its output on SIGINT
+                await stop(profiler, sig=signal.SIGINT)
+    return AdmissionRun(admitted, completed, results_when_all_decided)
 
 
 async def two_workers_phase(
@@ -171,24 +182,30 @@ async def raw_phase(
     settings: Settings, events: int, work_dir: Path, timeout_s: float
 ) -> Throughput:
     """Phase B: the raw aiokafka loop over the same requests."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.raw_loop",
-        f"--bootstrap={settings.bootstrap_servers}",
-        f"--source={settings.topic(topics.TASKS)}",
-        f"--sink={settings.topic(topics.TASK_DECISIONS)}",
-        f"--group={settings.topic_prefix}raw-loop",
-        f"--batch-max={settings.batch_max}",
-    ]
-    decisions = settings.topic(topics.TASK_DECISIONS)
+    source, sink = settings.topic(topics.TASKS), settings.topic(topics.TASK_DECISIONS)
+    start = spawn_loop("raw_loop", settings, work_dir, f"--source={source}", f"--sink={sink}")
+    observer = DecisionObserver(settings.bootstrap_servers, sink, target=events)
+    async with observing(observer), running(await start) as child:
+        return await measure(child, observer, events, timeout_s)
+
+
+async def io_floor_phase(
+    settings: Settings, events: int, work_dir: Path, timeout_s: float
+) -> AdmissionRun:
+    """Phase B2: the admission path's reads and writes with no logic (bench/io_floor.py)."""
+    prefix, partitions = settings.topic_prefix, settings.topic_partitions
+    start = spawn_loop(
+        "io_floor", settings, work_dir, f"--prefix={prefix}", f"--partitions={partitions}"
+    )
+    return await admit_and_run(start, settings, events, work_dir, timeout_s)
+
+
+async def spawn_loop(module: str, settings: Settings, work_dir: Path, *args: str) -> Child:
+    """`python -m bench.<module>` in its own consumer group under settings' prefix."""
+    argv = [sys.executable, "-m", f"bench.{module}", f"--bootstrap={settings.bootstrap_servers}"]
+    argv += [f"--group={settings.topic_prefix}{module}", f"--batch-max={settings.batch_max}"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    async with observing(
-        DecisionObserver(settings.bootstrap_servers, decisions, target=events)
-    ) as obs:
-        child = await spawn("raw-loop", argv, env, work_dir)
-        async with running(child):
-            return await measure(child, obs, events, timeout_s)
+    return await spawn(module.replace("_", "-"), [*argv, *args], env, work_dir)
 
 
 async def recovery_phase(

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -35,14 +36,25 @@ def decide(value: bytes, now_ms: int) -> bytes:
     return orjson.dumps(decision)
 
 
-async def run(bootstrap: str, source: str, sink: str, group: str, batch_max: int) -> None:
-    """Loop until SIGTERM or SIGINT."""
+# What one input record makes a loop write: (topic, value) pairs, from its topic, its value
+# and the batch's time in milliseconds.
+Outputs = Callable[[str, bytes, int], list[tuple[str, bytes]]]
+
+
+async def consume_and_produce(
+    bootstrap: str, sources: list[str], group: str, batch_max: int, outputs: Outputs
+) -> None:
+    """Read `sources` in a group and write each record's outputs, until SIGTERM or SIGINT.
+
+    Sends are not awaited one by one: their deliveries are gathered per fetched batch, then
+    the batch's offsets are committed. Each output keeps its input's key and headers.
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     consumer = AIOKafkaConsumer(
-        source,
+        *sources,
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
@@ -56,11 +68,10 @@ async def run(bootstrap: str, source: str, sink: str, group: str, batch_max: int
             batches = await consumer.getmany(timeout_ms=100, max_records=batch_max)
             now_ms = time.time_ns() // 1_000_000
             futures = [
-                await producer.send(
-                    sink, decide(r.value or b"{}", now_ms), key=r.key, headers=list(r.headers)
-                )
-                for records in batches.values()
+                await producer.send(sink, value, key=r.key, headers=list(r.headers))
+                for tp, records in batches.items()
                 for r in records
+                for sink, value in outputs(tp.topic, r.value or b"{}", now_ms)
             ]
             if futures:
                 await asyncio.gather(*futures)
@@ -79,7 +90,16 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--batch-max", type=int, default=500)
     args = parser.parse_args()
-    asyncio.run(run(args.bootstrap, args.source, args.sink, args.group, args.batch_max))
+    sink = args.sink
+    asyncio.run(
+        consume_and_produce(
+            args.bootstrap,
+            [args.source],
+            args.group,
+            args.batch_max,
+            lambda _topic, value, now_ms: [(sink, decide(value, now_ms))],
+        )
+    )
 
 
 if __name__ == "__main__":

