@@ -11,13 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from lapverse_streams.events.catalog import EVENT_TYPES
-from lapverse_streams.events.limits import (
-    DEFAULT_LIMITS,
-    JsonLimits,
-    LimitExceeded,
-    check_json,
-    fits_by_size,
-)
+from lapverse_streams.events.limits import DEFAULT_LIMITS, JsonLimits, LimitExceeded, check_document
 from lapverse_streams.events.models import CloudEvent, Model, short_name, type_name
 
 M = TypeVar("M", bound=Model)
@@ -88,10 +82,8 @@ def decode(raw: bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[Clou
         obj: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PoisonMessage("not_json", str(exc)) from None
-    envelope_limits = _around_data(limits)
     try:
-        if not fits_by_size(raw, envelope_limits):  # most records: no walk of the tree
-            check_json(obj, envelope_limits)
+        check_document(raw, obj, _around_data(limits))
     except LimitExceeded as exc:
         raise PoisonMessage(exc.reason, exc.detail) from None
     if not isinstance(obj, dict):

@@ -75,3 +75,9 @@ def fits_by_size(raw: bytes, limits: JsonLimits = DEFAULT_LIMITS) -> bool:
         and size <= 5 * limits.max_object_keys
         and raw.count(b"[") + raw.count(b"{") <= limits.max_depth
     )
+
+
+def check_document(raw: bytes, value: object, limits: JsonLimits = DEFAULT_LIMITS) -> None:
+    """`check_json` of `value`, parsed from `raw`, without the walk when its size proves it."""
+    if not fits_by_size(raw, limits):  # most documents: no walk of the tree
+        check_json(value, limits)

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from lapverse_streams.events.limits import JsonLimits, LimitExceeded, check_json, fits_by_size
+from lapverse_streams.events.limits import JsonLimits, LimitExceeded, check_document
 from lapverse_streams.gateway.problems import Problem
 from lapverse_streams.handlers.base import DRILLS, ENTRY_POINT_GROUP
 from lapverse_streams.settings import Settings
@@ -47,8 +47,7 @@ async def read_json(request: web.Request, limits: JsonLimits) -> Any:
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from None
     try:
-        if not fits_by_size(raw, limits):  # most bodies: no walk of the tree
-            check_json(body, limits)
+        check_document(raw, body, limits)
     except LimitExceeded as exc:
         raise Problem(400, exc.reason.replace("_", "-"), exc.detail) from None
     return body
