@@ -13,6 +13,7 @@ import faust
 from opentelemetry import trace
 
 from agents.records import check_routing, consumed
+from agents.transactions import Produce, hand_over
 from lapverse_streams.clock import now_ms
 from lapverse_streams.domain.batch import REPLAYED, REPLY_ONLY
 from lapverse_streams.domain.fair_queue import FairQueue
@@ -275,7 +276,7 @@ def register(
         name = topic.get_topic_name()
 
         async def send(key: bytes, value: bytes, headers: Headers) -> None:
-            delivery = await worker.app.producer.send(name, key, value, None, None, headers)
+            (delivery,) = await hand_over(worker.app, [Produce(name, key, value, headers)])
             asyncio.ensure_future(delivery).add_done_callback(_log_failed_delivery)
 
         return send
